@@ -323,53 +323,26 @@ def images_per_second(model, loss_fn: Callable, x: torch.Tensor, repeats: int = 
 
 # ----------------------------------------------------------------------------- sampling
 
-class BoxedScores(AutoregressiveScoreModel):
-    r"""An AR-CSM's conditional scores restricted to the box [lo, hi] it was trained (and normalised) on.
-
-    Inside the box the scores are the model's; outside, the head is read at the nearest box point and a
-    stiff restoring term pulls the chain back, s(x) = s_model(clip(x)) - (x - clip(x)) / wall, so a
-    large Langevin step that overshoots the box cannot run into the untrained region, where a learned
-    score can grow without bound and make the sampler diverge. ``wall`` is the squared width of the
-    wall (use the largest Langevin step: an overshoot is then halved at every step).
-    """
-
-    def __init__(self, model: AutoregressiveScoreModel, bounds: Sequence[float] = BOUNDS, wall: float = 0.1):
-        super().__init__()
-        self.model, self.dim, self.bounds = model, model.dim, (float(bounds[0]), float(bounds[1]))
-        self.wall = checks.positive(wall, "wall")
-        self.register_buffer("order", model.order.clone())
-
-    def context(self, x, y=None):
-        return self.model.context(x, y)
-
-    def head(self, context, x, dims=None):
-        inside = x.clamp(*self.bounds)
-        return self.model.head(context, inside, dims) - (x - inside) / self.wall
-
-
 def sample_images(model: AutoregressiveScoreModel, n: int, cfg: dict, generator: Optional[torch.Generator] = None,
                   record: bool = False):
     r"""Autoregressive Langevin with conditional noise annealing (:func:`csm_edu.sampling.autoregressive_langevin`).
 
     Starts every pixel at z = 0 (mid-grey), runs ``cfg["langevin_steps"]`` steps at each level of
-    ``cfg["langevin_sigmas"]`` with step alpha_i = step * (sigma_i / sigma_last)^2 on the scores kept
-    inside ``BOUNDS`` (:class:`BoxedScores`: the quadrature density lives on that box), and clamps
-    the result to the box. Returns logit rows (n, D); with
+    ``cfg["langevin_sigmas"]`` with step alpha_i = step * (sigma_i / sigma_last)^2, reflected at the
+    walls of ``BOUNDS`` (the box the quadrature density lives on; ``bounds`` of the sampler), so
+    the head is never read outside it. Returns logit rows (n, D); with
     ``record=True`` also ``states`` (D + 1, n, D): the image before any pixel and after each pixel
     in generation order (``model.order``), for the pixel-by-pixel widget (digits-sized D only).
     """
     n = checks.positive_int(n, "n")
-    largest_step = cfg["langevin_step_size"] * (max(cfg["langevin_sigmas"]) / cfg["langevin_sigmas"][-1]) ** 2
-    out = autoregressive_langevin(BoxedScores(model, BOUNDS, largest_step), n, n_steps=cfg["langevin_steps"],
-                                  step_size=cfg["langevin_step_size"],
-                                  sigmas=cfg["langevin_sigmas"], init=torch.zeros(n, model.dim),
+    out = autoregressive_langevin(model, n, n_steps=cfg["langevin_steps"], step_size=cfg["langevin_step_size"],
+                                  sigmas=cfg["langevin_sigmas"], init=torch.zeros(n, model.dim), bounds=BOUNDS,
                                   generator=generator, record=record)
     if not record:
-        return out.clamp(*BOUNDS)
+        return out
     x, trajectory = out
     per_pixel = cfg["langevin_steps"] * len(cfg["langevin_sigmas"])
-    states = trajectory[::per_pixel].clamp(*BOUNDS)                          # (D + 1, n, D)
-    return x.clamp(*BOUNDS), states
+    return x, trajectory[::per_pixel]                                        # states: (D + 1, n, D)
 
 
 def conditional_density_on_grid(model: AutoregressiveScoreModel, x: torch.Tensor, d: int, grid: torch.Tensor,

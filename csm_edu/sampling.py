@@ -7,7 +7,8 @@ Unadjusted Langevin dynamics with step size epsilon:
 As epsilon -> 0 and t -> infinity its samples follow p when s = grad log p. With an energy the
 Metropolis-adjusted version (MALA) corrects the discretisation error exactly.
 """
-from typing import Callable, Optional
+import math
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -121,7 +122,7 @@ def annealed_langevin(score_fn: Callable, x0: torch.Tensor, sigmas, steps_per_si
 
 
 def autoregressive_langevin(model, n: int, n_steps: int = 200, step_size: float = 0.01, sigmas=None,
-                            init=None, y: Optional[torch.Tensor] = None,
+                            init=None, y: Optional[torch.Tensor] = None, bounds: Optional[Sequence[float]] = None,
                             generator: Optional[torch.Generator] = None, record: bool = False):
     r"""Sample an autoregressive score model one variable at a time, by 1-D Langevin on each conditional.
 
@@ -136,7 +137,11 @@ def autoregressive_langevin(model, n: int, n_steps: int = 200, step_size: float 
     stays q(x_d | x_<d) (the model is not noise-conditional), so early large steps only help
     chains spread between the modes of a conditional, and the last level sets the accuracy.
     ``init``: None (x ~ N(0, I)), a float scale (N(0, init^2 I)) or an (n, D) tensor of starting
-    values. ``y``: the condition, shape (n, cond_dim). Returns (n, D) samples, or
+    values. ``y``: the condition, shape (n, cond_dim). ``bounds=(lo, hi)`` samples the conditionals
+    restricted to [lo, hi] (e.g. the box an image model was trained and normalised on) by
+    *reflected* Langevin: a step that leaves the box is mirrored back at the wall it crossed
+    (:func:`reflect`), so the head is only ever read inside the box and a large step cannot run
+    into an untrained region. Returns (n, D) samples, or
     ``(samples, trajectory)`` with ``record=True``, trajectory (T, n, D) holding the start and the
     state after every step.
     """
@@ -148,6 +153,8 @@ def autoregressive_langevin(model, n: int, n_steps: int = 200, step_size: float 
         raise ValueError("model must be an autoregressive score model with context(x, y) and head(c, x, dims), e.g. ARCSM")
     levels = [1.0] if sigmas is None else checks.sigma_sequence(sigmas).tolist()
     alphas = [step_size * (sigma / levels[-1]) ** 2 for sigma in levels]
+    if bounds is not None:
+        lo, hi = _check_bounds(bounds)
     try:
         device = next(model.parameters()).device
     except (AttributeError, StopIteration):
@@ -159,6 +166,8 @@ def autoregressive_langevin(model, n: int, n_steps: int = 200, step_size: float 
         x = checks.as_batch(init, "init", dim=dim).detach().clone()
         if x.shape[0] != n:
             raise ValueError(f"init must have n={n} rows, got {x.shape[0]}")
+    if bounds is not None:
+        x = reflect(x, lo, hi)
     x = x.to(device)
     trajectory = [x.clone()] if record else None
     t = 0
@@ -173,11 +182,36 @@ def autoregressive_langevin(model, n: int, n_steps: int = 200, step_size: float 
                     z = torch.randn(x_d.shape, generator=generator).to(x_d)
                     x_d = x_d + 0.5 * alpha * model.head(context_d, x_d, dims) + alpha ** 0.5 * z
                     _check_finite(x_d, t, step_size, "Autoregressive Langevin")
+                    if bounds is not None:
+                        x_d = reflect(x_d, lo, hi)
                     if record:
                         x[:, d:d + 1] = x_d
                         trajectory.append(x.clone())
             x[:, d:d + 1] = x_d
     return (x, torch.stack(trajectory)) if record else x
+
+
+def _check_bounds(bounds):
+    try:
+        lo, hi = (float(b) for b in bounds)
+    except (TypeError, ValueError):
+        raise ValueError(f"bounds must be a pair (lo, hi) of numbers, got {bounds!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"bounds must be finite with lo < hi, got ({lo}, {hi})")
+    return lo, hi
+
+
+def reflect(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    r"""Fold x into [lo, hi] by mirroring at the walls, as often as needed (period 2(hi - lo)):
+
+    .. math:: y = (x - lo) mod 2w,\qquad x' = lo + \min(y,\; 2w - y),\qquad w = hi - lo.
+
+    The reflection step of reflected Langevin dynamics, whose stationary law is the target
+    restricted to the box.
+    """
+    width = hi - lo
+    y = torch.remainder(x - lo, 2 * width)
+    return lo + torch.minimum(y, 2 * width - y)
 
 
 def sir(candidates: torch.Tensor, log_weights: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:

@@ -173,6 +173,25 @@ def test_autoregressive_langevin_reproduces_a_correlated_gaussian():
     assert traj.shape == (1 + 2 * 2 * 3, 5, 2)
 
 
+def test_reflect_folds_into_the_box():
+    x = torch.tensor([0.5, -0.25, 2.5, 4.5, -3.0, 7.0])
+    assert torch.allclose(sampling.reflect(x, 0.0, 2.0), torch.tensor([0.5, 0.25, 1.5, 0.5, 1.0, 1.0]))
+
+
+def test_reflected_autoregressive_langevin_samples_the_truncated_target():
+    """N(0, 1) conditionals restricted to [0, 2]: truncated-normal mean (phi(0) - phi(2)) / (Phi(2) - Phi(0))."""
+    model = LinearGaussianScores.from_gaussian(dist.Gaussian([0.0, 0.0], 1.0)).float()
+    x = sampling.autoregressive_langevin(model, 4000, n_steps=300, step_size=0.02, init=3.0, bounds=(0.0, 2.0),
+                                         generator=torch.Generator().manual_seed(0))
+    normal = torch.distributions.Normal(0.0, 1.0)
+    two = torch.tensor(2.0)
+    mean = (normal.log_prob(torch.tensor(0.0)).exp() - normal.log_prob(two).exp()) / (normal.cdf(two) - 0.5)
+    assert x.min() >= 0.0 and x.max() <= 2.0
+    assert torch.allclose(x.mean(0), mean.expand(2), atol=0.03)
+    with pytest.raises(ValueError, match="bounds"):
+        sampling.autoregressive_langevin(model, 3, bounds=(1.0, 1.0))
+
+
 def test_autoregressive_langevin_raises_on_divergence_and_bad_input():
     target = dist.Gaussian([0.0, 0.0], 0.01)
     model = LinearGaussianScores.from_gaussian(target).float()

@@ -155,15 +155,3 @@ def test_dequantizing_draws_fresh_noise_inside_each_pixel_bin():
         assert torch.all(v >= k - 1e-4) and torch.all(v < k + 1 + 1e-4)   # y in [k/L, (k+1)/L)
     assert not torch.equal(seen[0], seen[1])
     assert ((seen[0] > images.BOUNDS[0]) & (seen[0] < images.BOUNDS[1])).all()
-
-
-def test_boxed_scores_are_the_model_inside_the_box_and_pull_back_outside():
-    torch.manual_seed(0)
-    model = ARCSM(3, hidden=8, context_dim=2, head_hidden=8)
-    boxed = images.BoxedScores(model, (-3.0, 3.0), wall=0.1)
-    inside = torch.tensor([[0.5, -2.0, 2.9]])
-    assert torch.equal(boxed.conditional_scores(inside), model.conditional_scores(inside))
-    outside = torch.tensor([[0.5, -2.0, 4.0]])
-    edge = torch.tensor([[0.5, -2.0, 3.0]])
-    expected = model.conditional_scores(edge)[0, 2] - 1.0 / 0.1
-    assert torch.allclose(boxed.conditional_scores(outside)[0, 2], expected)
