@@ -89,9 +89,57 @@ class ScoreEstimator:
 
 
 class _KernelEstimator(ScoreEstimator):
-    def __init__(self, bandwidth: Optional[float] = None):
+    r"""Shared part of the kernel estimators: bandwidth and optional per-set standardisation.
+
+    An isotropic RBF kernel with one (median) bandwidth cannot follow directions of very different
+    spreads: a VAE posterior has active latents with sigma ~ 0.3 and inactive ones with sigma ~ 1,
+    the median distance is set by the wide ones and the narrow ones' score (hence their entropy
+    gradient) is estimated near zero, so they shrink further. ``standardize`` maps each sample set
+    to u = W (z - m) before the kernel sees it and maps the score back, grad_z log q = W^T grad_u log q_u
+    (an affine map has a constant Jacobian), m the set's mean and
+
+    - ``False`` (default): W = I, the plain estimator;
+    - ``True`` or ``"diagonal"``: W = diag(1 / s), s the per-coordinate standard deviations;
+    - ``"full"``: W = C^{-1/2} (inverse Cholesky factor of the set's covariance C, with a small
+      ridge on the correlation matrix): also sees a collapse along a *rotated* direction (an implicit encoder can concentrate
+      on a lower-dimensional subspace while every coordinate keeps its spread). Needs M > D samples
+      per set to be meaningful (C has rank M - 1).
+
+    The estimate is then equivariant to per-coordinate scaling (``"diagonal"``) or to lower-triangular
+    affine maps (``"full"``), as the true score is.
+    """
+
+    def __init__(self, bandwidth: Optional[float] = None, standardize=False):
         self.bandwidth = None if bandwidth is None else checks.positive(bandwidth, "bandwidth")
+        if standardize is True:
+            standardize = "diagonal"
+        self.standardize = checks.one_of(standardize or "none", "standardize", ("none", "diagonal", "full"))
         self.samples = None
+
+    def _standardise_fit(self, x):
+        """Remember each set's shift m and map W (identity unless ``standardize``); return W (x - m)."""
+        d = x.shape[-1]
+        eye = torch.eye(d, dtype=x.dtype, device=x.device)
+        if self.standardize == "none":
+            self.shift, self.W = torch.zeros_like(x[..., :1, :]), eye.expand(x.shape[:-2] + (d, d))
+            return x
+        self.shift = x.mean(-2, keepdim=True)
+        centred = x - self.shift
+        inv_sd = torch.diag_embed(1.0 / centred.std(-2).clamp_min(1e-6))
+        if self.standardize == "diagonal":
+            self.W = inv_sd
+        else:   # W = chol(R + ridge I)^{-1} diag(1/s), R the correlation matrix (the ridge is scale-free)
+            scaled = centred @ inv_sd
+            corr = scaled.transpose(-1, -2) @ scaled / (x.shape[-2] - 1)
+            chol = torch.linalg.cholesky(corr + 1e-6 * eye)
+            self.W = torch.linalg.solve_triangular(chol, inv_sd, upper=False)
+        return centred @ self.W.transpose(-1, -2)
+
+    def _to_u(self, z):
+        return z if self.standardize == "none" else (z - self.shift) @ self.W.transpose(-1, -2)
+
+    def _from_u(self, score_u):
+        return score_u if self.standardize == "none" else score_u @ self.W
 
     def _h(self, x):
         if self.bandwidth is not None:
@@ -134,12 +182,12 @@ class SteinGradientEstimator(_KernelEstimator):
 
     name = "Stein"
 
-    def __init__(self, eta: float = 0.1, bandwidth: Optional[float] = None):
-        super().__init__(bandwidth)
+    def __init__(self, eta: float = 0.1, bandwidth: Optional[float] = None, standardize=False):
+        super().__init__(bandwidth, standardize)
         self.eta = checks.positive(eta, "eta")
 
     def fit(self, samples, y=None):
-        x = _sample_sets(samples)
+        x = self._standardise_fit(_sample_sets(samples))
         self.samples, self.h = x, self._h(x)
         K = _rbf(x, x, self.h)
         self.R = (x * K.sum(-1, keepdim=True) - K @ x) / self.h ** 2
@@ -150,10 +198,10 @@ class SteinGradientEstimator(_KernelEstimator):
     def fit_score(self, samples, y=None) -> torch.Tensor:
         """In-sample estimate G = -(K + eta I)^{-1} <grad, K> at the samples themselves."""
         self.fit(samples)
-        return -(self.A_inv @ self.R)
+        return self._from_u(-(self.A_inv @ self.R))
 
     def score(self, z, y=None) -> torch.Tensor:
-        z = self._check_z(z)
+        z = self._to_u(self._check_z(z))
         x, h = self.samples, self.h
         b = _rbf(x, z, h)                                      # (..., M, N): k(z^m, z*_n)
         # grad_{z*} k(z^m, z*) = k (z^m - z*) / h^2;  r_* = sum_m k(z*, z^m)(z* - z^m) / h^2
@@ -162,7 +210,7 @@ class SteinGradientEstimator(_KernelEstimator):
         a_inv_b = self.A_inv @ b                                                               # (..., M, N)
         c = 1 + self.eta - (b * a_inv_b).sum(-2)                                               # (..., N)
         proj = a_inv_b.transpose(-1, -2) @ self.R + torch.einsum("...mn,...mnd->...nd", a_inv_b, grad_star)
-        return -(r_star - proj) / c[..., None]
+        return self._from_u(-(r_star - proj) / c[..., None])
 
 
 class SpectralSteinGradientEstimator(_KernelEstimator):
@@ -184,8 +232,9 @@ class SpectralSteinGradientEstimator(_KernelEstimator):
 
     name = "SSGE"
 
-    def __init__(self, n_eigen: Optional[int] = None, threshold: float = 0.98, bandwidth: Optional[float] = None):
-        super().__init__(bandwidth)
+    def __init__(self, n_eigen: Optional[int] = None, threshold: float = 0.98, bandwidth: Optional[float] = None,
+                 standardize=False):
+        super().__init__(bandwidth, standardize)
         self.n_eigen = None if n_eigen is None else checks.positive_int(n_eigen, "n_eigen")
         if not 0 < float(threshold) <= 1:
             raise ValueError(f"threshold must be a fraction in (0, 1], got {threshold}; e.g. 0.98")
@@ -201,7 +250,7 @@ class SpectralSteinGradientEstimator(_KernelEstimator):
         return psi, grad_psi
 
     def fit(self, samples, y=None):
-        x = _sample_sets(samples)
+        x = self._standardise_fit(_sample_sets(samples))
         m = x.shape[-2]
         self.samples, self.h = x, self._h(x)
         K = _rbf(x, x, self.h).double()
@@ -221,9 +270,9 @@ class SpectralSteinGradientEstimator(_KernelEstimator):
         return self
 
     def score(self, z, y=None) -> torch.Tensor:
-        z = self._check_z(z)
+        z = self._to_u(self._check_z(z))
         psi, _ = self._psi_and_grad(z)
-        return psi @ self.beta
+        return self._from_u(psi @ self.beta)
 
 
 def _as_condition(y, n, cond_dim, device, dtype):

@@ -147,22 +147,40 @@ class GaussianEncoder(nn.Module):
 
 
 class ImplicitEncoder(nn.Module):
-    r"""z = g_phi(x, eps) = MLP([x, eps]), eps ~ N(0, I_noise_dim): a sampler with no density."""
+    r"""z = g_phi(x, eps) = MLP([x, eps]), eps ~ N(0, I_noise_dim): a sampler with no density.
+
+    ``noise_skip=True`` adds a learned linear path from the noise, z = MLP([x, eps]) + B eps, B
+    initialised to the identity (first min(noise, latent) coordinates): q(z|x) then starts with a
+    full-rank unit spread, like a Gaussian encoder at initialisation, instead of the near-point
+    (sd ~ 0.01-0.06, rank-deficient) spread of the plain MLP (``noise_skip=False``, the default).
+    A network score estimator that starts behind a near-point q (score ~ 1/sd^2) under-estimates
+    it, the entropy gradient is too weak, and the encoder stays collapsed in some directions: on the
+    digits at latent size 32 (1500 steps) SSM gave -21.0 nats without the skip and -17.3 with it.
+    The kernel estimators went the other way (whitened Stein, 64 samples: -18.0 without, -25.7
+    with: whitening by a 64-sample covariance in 32 dimensions over-estimates the score in its
+    small directions, and a q started wide stays too wide). Still implicit (no density).
+    """
 
     def __init__(self, data_dim: int, latent_dim: int, noise_dim: Optional[int] = None,
-                 hidden: Sequence[int] = (256, 256)):
+                 hidden: Sequence[int] = (256, 256), noise_skip: bool = False):
         super().__init__()
         self.data_dim = checks.positive_int(data_dim, "data_dim")
         self.latent_dim = checks.positive_int(latent_dim, "latent_dim")
         self.noise_dim = checks.positive_int(noise_dim if noise_dim is not None else latent_dim, "noise_dim")
         self.net = mlp([self.data_dim + self.noise_dim] + [checks.positive_int(h, "hidden") for h in hidden]
                        + [self.latent_dim])
+        self.skip = None
+        if noise_skip:
+            self.skip = nn.Linear(self.noise_dim, self.latent_dim, bias=False)
+            with torch.no_grad():
+                self.skip.weight.copy_(torch.eye(self.latent_dim, self.noise_dim))
 
     def sample(self, x: torch.Tensor, n_samples: int = 1) -> torch.Tensor:
         """z = g(x, eps) for n_samples independent eps per row: shape (B, n_samples, L)."""
         m = checks.positive_int(n_samples, "n_samples")
         eps = torch.randn(len(x), m, self.noise_dim, device=x.device)
-        return self.net(torch.cat([x[:, None, :].expand(-1, m, -1), eps], -1))
+        z = self.net(torch.cat([x[:, None, :].expand(-1, m, -1), eps], -1))
+        return z if self.skip is None else z + self.skip(eps)
 
 
 class VAE(nn.Module):
@@ -191,11 +209,12 @@ class VAE(nn.Module):
 
 
 def make_vae(encoder: str, data_dim: int, latent_dim: int, hidden: Sequence[int] = (256, 256),
-             likelihood: str = "bernoulli", noise_dim: Optional[int] = None) -> VAE:
-    """A VAE with a ``"gaussian"`` or ``"implicit"`` encoder and a decoder of the same widths."""
+             likelihood: str = "bernoulli", noise_dim: Optional[int] = None, noise_skip: bool = False) -> VAE:
+    """A VAE with a ``"gaussian"`` or ``"implicit"`` encoder and a decoder of the same widths
+    (``noise_skip``: see :class:`ImplicitEncoder`)."""
     checks.one_of(encoder, "encoder", ("gaussian", "implicit"))
     enc = (GaussianEncoder(data_dim, latent_dim, hidden) if encoder == "gaussian"
-           else ImplicitEncoder(data_dim, latent_dim, noise_dim, hidden))
+           else ImplicitEncoder(data_dim, latent_dim, noise_dim, hidden, noise_skip))
     return VAE(enc, Decoder(latent_dim, data_dim, tuple(reversed(list(hidden))), likelihood))
 
 

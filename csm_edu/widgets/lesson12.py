@@ -33,17 +33,21 @@ def implicit_target() -> dist.Banana:
     return dist.Banana(s=1.2, b=0.5)
 
 
-def make_estimator(name: str, dim: int = 2, cond_dim: int = 0, hidden: int = 64, lr: float = 3e-3) -> S.ScoreEstimator:
+def make_estimator(name: str, dim: int = 2, cond_dim: int = 0, hidden: int = 64, lr: float = 3e-3,
+                   standardize=False, steps_per_fit: int = 1) -> S.ScoreEstimator:
     """One of ``ESTIMATOR_NAMES`` with the lesson's settings (Stein eta = 0.1, SSGE threshold 0.98,
-    SSM-VR and CSM networks of width ``hidden``)."""
+    SSM-VR and CSM networks of width ``hidden``). ``standardize`` (kernel estimators only: False, True / "diagonal",
+    "full") whitens each sample set before the kernel sees it (see the estimators' docstring);
+    ``steps_per_fit`` (networks only): Adam steps per ``fit`` call."""
     checks.one_of(name, "name", ESTIMATOR_NAMES)
     if name == "Stein":
-        return S.SteinGradientEstimator(eta=0.1)
+        return S.SteinGradientEstimator(eta=0.1, standardize=standardize)
     if name == "SSGE":
-        return S.SpectralSteinGradientEstimator(threshold=0.98)
+        return S.SpectralSteinGradientEstimator(threshold=0.98, standardize=standardize)
     if name == "SSM":
-        return S.SlicedScoreEstimator(dim, cond_dim, hidden=hidden, lr=lr)
-    return S.CompositeScoreEstimator(dim, cond_dim, hidden=hidden, context_dim=8, head_hidden=32, lr=lr)
+        return S.SlicedScoreEstimator(dim, cond_dim, hidden=hidden, lr=lr, steps_per_fit=steps_per_fit)
+    return S.CompositeScoreEstimator(dim, cond_dim, hidden=hidden, context_dim=8, head_hidden=32, lr=lr,
+                                     steps_per_fit=steps_per_fit)
 
 
 def fit_estimators(target=None, sample_sizes: Sequence[int] = (50, 200, 800), names: Sequence[str] = ESTIMATOR_NAMES,
@@ -133,15 +137,30 @@ VAE_METHODS = ("Gaussian encoder", "implicit + SSM", "implicit + Stein", "implic
 
 def run_vae_experiment(x_train: torch.Tensor, x_test: torch.Tensor, latent_dims: Sequence[int] = (8, 32),
                        methods: Sequence[str] = VAE_METHODS, n_steps: int = 2000, batch_size: int = 64,
-                       hidden: Sequence[int] = (256, 256), lr: float = 1e-3, kernel_samples: int = 16,
+                       hidden: Sequence[int] = (256, 256), lr: float = 1e-3, kernel_samples: Optional[int] = None,
                        network_samples: int = 4, estimator_lr: float = 1e-3, n_importance: int = 1000,
-                       eval_every: int = 0, n_valid: int = 200, seed: int = 0, device=None):
+                       eval_every: int = 0, n_valid: int = 200, seed: int = 0, device=None,
+                       standardize_kernels: bool = True, estimator_steps: int = 5, noise_skip: bool = False):
     """Train one VAE per (latent size, method) and measure its decoder's test log-likelihood.
 
     Same decoder/encoder widths, Adam schedule and seed for all. Encoder samples per image per step:
     1 (Gaussian, exact entropy), ``kernel_samples`` (Stein, SSGE: the sample set each estimate uses),
     ``network_samples`` (SSM, CSM: amortised networks conditioned on x, one Adam step per VAE step at
-    ``estimator_lr``). Test log-likelihood: :func:`csm_edu.vae.importance_log_likelihood` with
+    ``estimator_lr``). ``kernel_samples=None`` means max(16, 2 L) for latent size L: a set of M <= L
+    samples spans at most M - 1 directions, and the implicit encoder collapses along the others
+    unseen (measured: at L = 32 with M = 16 about a third of the directions of q(z|x) shrink to
+    sd ~ 0.01 and the test log-likelihood falls to ~ -44). With ``standardize_kernels`` (default)
+    Stein and SSGE whiten each image's sample set before the kernel sees it (``standardize="full"``
+    when M > L, else per coordinate): a VAE posterior mixes active latents (sigma ~ 0.3) with
+    inactive ones (sigma ~ 1), one median bandwidth gives the narrow directions almost no entropy
+    gradient and they collapse.
+    The networks take ``estimator_steps`` Adam steps per VAE step (default 5): with one, the network
+    lags the encoder, under-estimates the score of a shrinking q(z|x) (whose score grows like
+    1/sigma), the entropy gradient vanishes and the encoder collapses to a point (measured on a
+    Gaussian encoder trained through the estimator, whose true score is known).
+    ``noise_skip`` gives the implicit encoders a linear noise path (:class:`csm_edu.vae.ImplicitEncoder`;
+    helps SSM / CSM at large latent sizes, hurts the whitened kernel estimators).
+    Test log-likelihood: :func:`csm_edu.vae.importance_log_likelihood` with
     K = ``n_importance`` and its default proposal. With ``eval_every`` the curve of the IS
     log-likelihood (K = 100) on the first ``n_valid`` test images is recorded.
     Returns ``(rows, histories, models)``; rows hold latent, method, log_lik, seconds, ms_per_step.
@@ -158,9 +177,14 @@ def run_vae_experiment(x_train: torch.Tensor, x_test: torch.Tensor, latent_dims:
                 vae, est, m = V.make_vae("gaussian", data_dim, latent, hidden), None, 1
             else:
                 name = method.split("+ ")[1]
-                vae = V.make_vae("implicit", data_dim, latent, hidden)
-                est = make_estimator(name, latent, cond_dim=data_dim, hidden=128, lr=estimator_lr)
-                m = kernel_samples if name in ("Stein", "SSGE") else network_samples
+                vae = V.make_vae("implicit", data_dim, latent, hidden, noise_skip=noise_skip)
+                if name in ("Stein", "SSGE"):
+                    m = max(16, 2 * latent) if kernel_samples is None else kernel_samples
+                else:
+                    m = network_samples
+                standardize = ("full" if m > latent else "diagonal") if standardize_kernels else False
+                est = make_estimator(name, latent, cond_dim=data_dim, hidden=128, lr=estimator_lr,
+                                     standardize=standardize, steps_per_fit=estimator_steps)
             hist = V.train_vae(vae, x_train, est, n_steps=n_steps, batch_size=batch_size, n_samples=m, lr=lr,
                                seed=seed, x_valid=x_test[:n_valid] if eval_every else None, eval_every=eval_every,
                                device=device)
