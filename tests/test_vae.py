@@ -104,3 +104,19 @@ def test_bad_inputs_raise():
         V.entropy_surrogate(torch.zeros(2, 3, 2), torch.zeros(2, 3, 1))
     with pytest.raises(ValueError, match="columns"):
         V.importance_log_likelihood(vae, torch.zeros(3, 5), 5)
+
+
+def test_implicit_encoder_starts_with_a_full_rank_spread():
+    # noise_skip (default): q(z|x) at initialisation spreads in every direction (smallest sd of the
+    # per-image covariance ~0.6-0.8); the plain MLP([x, eps]) starts near a point and rank-deficient (~0.01)
+    torch.manual_seed(0)
+    x = V.load_binary_images("digits", "test")[:8]
+    smallest = {}
+    for skip in (True, False):
+        enc = V.ImplicitEncoder(64, 16, hidden=(64, 64), noise_skip=skip)
+        with torch.no_grad():
+            z = enc.sample(x, 400)
+        c = z - z.mean(1, keepdim=True)
+        smallest[skip] = float(torch.linalg.eigvalsh(c.transpose(1, 2) @ c / 399)[:, 0].clamp_min(0).sqrt().mean())
+    assert smallest[True] > 0.4 and smallest[False] < 0.1, smallest
+    assert V.make_vae("implicit", 64, 4, noise_skip=False).encoder.skip is None
