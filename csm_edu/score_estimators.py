@@ -116,13 +116,11 @@ class _KernelEstimator(ScoreEstimator):
         self.standardize = checks.one_of(standardize or "none", "standardize", ("none", "diagonal", "full"))
         self.samples = None
 
-    def _standardise_fit(self, x):
-        """Remember each set's shift m and map W (identity unless ``standardize``); return W (x - m)."""
-        d = x.shape[-1]
-        eye = torch.eye(d, dtype=x.dtype, device=x.device)
+    def _standardize_fit(self, x):
+        """With ``standardize``: remember each set's shift m and map W and return W (x - m); else x."""
         if self.standardize == "none":
-            self.shift, self.W = torch.zeros_like(x[..., :1, :]), eye.expand(x.shape[:-2] + (d, d))
             return x
+        eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
         self.shift = x.mean(-2, keepdim=True)
         centred = x - self.shift
         inv_sd = torch.diag_embed(1.0 / centred.std(-2).clamp_min(1e-6))
@@ -187,7 +185,7 @@ class SteinGradientEstimator(_KernelEstimator):
         self.eta = checks.positive(eta, "eta")
 
     def fit(self, samples, y=None):
-        x = self._standardise_fit(_sample_sets(samples))
+        x = self._standardize_fit(_sample_sets(samples))
         self.samples, self.h = x, self._h(x)
         K = _rbf(x, x, self.h)
         self.R = (x * K.sum(-1, keepdim=True) - K @ x) / self.h ** 2
@@ -250,7 +248,7 @@ class SpectralSteinGradientEstimator(_KernelEstimator):
         return psi, grad_psi
 
     def fit(self, samples, y=None):
-        x = self._standardise_fit(_sample_sets(samples))
+        x = self._standardize_fit(_sample_sets(samples))
         m = x.shape[-2]
         self.samples, self.h = x, self._h(x)
         K = _rbf(x, x, self.h).double()
