@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from csm_edu import images
+from csm_edu import config, images
 
 
 def main():
@@ -28,9 +28,10 @@ def main():
     parser.add_argument("--train-mnist", action="store_true", help="also time full AR-CSM (MADE) training on MNIST")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    kept = config.keep_freed_memory()
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    print(f"torch {torch.__version__} | device {device} ({name}) | threads {torch.get_num_threads()} | mode {args.mode}\n")
+    print(f"torch {torch.__version__} | device {device} ({name}) | threads {torch.get_num_threads()} | freed memory kept {kept} | mode {args.mode}\n")
     print("| data set | model | batch | ms / step | images / s |")
     print("|---|---|---:|---:|---:|")
     for dataset in args.datasets:

@@ -32,8 +32,9 @@ def main():
     parser.add_argument("--device", default=None, help="cpu or cuda (default: config.device())")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    kept = config.keep_freed_memory()
     device = torch.device(args.device) if args.device else config.device()
-    print(f"torch {torch.__version__} | device {device} | threads {torch.get_num_threads()} | "
+    print(f"torch {torch.__version__} | device {device} | threads {torch.get_num_threads()} | freed memory kept {kept} | "
           f"batch {args.batch} | repeats {args.repeats} | {platform.processor() or platform.machine()}")
     x = torch.randn(args.batch, 2, device=device)
     models = {"EnergyMLP 2-128-128-1": EnergyMLP(2, 128, 2), "ScoreMLP 2-128-128-2": ScoreMLP(2, 128, 2)}

@@ -1,7 +1,7 @@
 """Time and memory per training step of exact SM, SSM, SSM-VR, DSM and CSM against D (issue: lesson 09).
 
 One AR-CSM (ResMADE backbone, hidden 256, 2 residual blocks, context 16, head 32) per D, batch 128.
-Exact SM is measured until a step passes 10 s or its memory (growing like D^2) would pass 4 GB, and
+Exact SM is measured until a step passes 10 s or its memory (growing like D^2) would pass 5 GB, and
 extrapolated beyond (see csm_edu.scaling.measure).
 Prints a Markdown table and writes a CSV:
 
@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from csm_edu import scaling
+from csm_edu import config, scaling
 
 DIMS = (2, 8, 32, 64, 128, 256, 512, 784)
 
@@ -28,14 +28,15 @@ def main():
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--exact-limit", type=float, default=10.0, help="seconds per exact-SM step before extrapolating")
-    parser.add_argument("--exact-limit-mb", type=float, default=4000.0,
+    parser.add_argument("--exact-limit-mb", type=float, default=5000.0,
                         help="predicted MB of an exact-SM step (grows like D^2) before extrapolating")
     parser.add_argument("--csv", default="benchmarks/results/scaling_cpu.csv")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    kept = config.keep_freed_memory()
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    print(f"torch {torch.__version__} | device {device} ({name}) | threads {torch.get_num_threads()} | batch {args.batch}")
+    print(f"torch {torch.__version__} | device {device} ({name}) | threads {torch.get_num_threads()} | freed memory kept {kept} | batch {args.batch}")
     start = time.perf_counter()
     rows = scaling.measure(args.dims, batch_size=args.batch, repeats=args.repeats, exact_limit_s=args.exact_limit,
                            exact_limit_mb=args.exact_limit_mb,

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from csm_edu import scaling
+from csm_edu import config, scaling
 
 
 def main():
@@ -25,7 +25,8 @@ def main():
     parser.add_argument("--out", default="benchmarks/results/stability")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__} | cpu | threads {torch.get_num_threads()} | steps {args.steps}")
+    kept = config.keep_freed_memory()
+    print(f"torch {torch.__version__} | cpu | threads {torch.get_num_threads()} | freed memory kept {kept} | steps {args.steps}")
     start = time.perf_counter()
     runs = scaling.stability_study(seeds=args.seeds, lrs=args.lrs, n_steps=args.steps, progress=print)
     print()

@@ -144,8 +144,8 @@ def composite_score_matching(model, x: torch.Tensor, y: Optional[torch.Tensor] =
                              generator: Optional[torch.Generator] = None) -> torch.Tensor:
     r"""Composite score matching (Meng et al. 2020) for an autoregressive score model.
 
-    With s_d = d/dx_d log q(x_d | x_<d) from ``model.scores_and_diagonal(x, y)`` (ONE backward pass
-    for all D derivatives, see :class:`csm_edu.models.ARCSM`),
+    With s_d = d/dx_d log q(x_d | x_<d) from ``model.scores_and_diagonal(x, y)`` (ONE extra pass
+    through the head for all D derivatives, see :class:`csm_edu.models.ARCSM`),
 
     .. math:: \frac1n\sum_i \sum_{d=1}^D \Bigl[\tfrac12 s_d(x_i)^2 + \frac{\partial s_d}{\partial x_d}(x_i)\Bigr].
 

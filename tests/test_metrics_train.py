@@ -59,3 +59,13 @@ def test_fit_is_seeded_and_checkpoints_round_trip(tmp_path):
 def test_summarise_mean_and_standard_error():
     mean, se = metrics.summarise([1.0, 2.0, 3.0, 4.0])
     assert mean == 2.5 and se == pytest.approx(math.sqrt(5 / 3) / 2)
+
+
+def test_setup_notebook_reports_its_settings_and_keeps_freed_memory_on_glibc():
+    import platform
+    from csm_edu import config
+    info = config.setup_notebook(seed=3)
+    assert info["seed"] == 3 and info["threads"] == torch.get_num_threads()
+    on_glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert info["freed_memory_kept"] is on_glibc
+    assert config.keep_freed_memory() is on_glibc          # idempotent

@@ -14,8 +14,9 @@ which need no normaliser, and trains them with composite score matching
 - a **head** f(c_d, x_d) -> s_d, the only place where x_d enters.
 
 Because the context does not depend on x_d, ds_d/dx_d is the derivative of the head alone, and
-all D of them come from ONE backward pass (:meth:`AutoregressiveScoreModel.scores_and_diagonal`),
-where exact score matching needs D passes.
+all D of them come from ONE extra pass through the head (:meth:`AutoregressiveScoreModel.scores_and_diagonal`:
+a backward pass in general; :class:`ARCSM` carries the derivative forward in closed form), where exact
+score matching needs D backward passes through the whole network.
 """
 from typing import Optional, Sequence
 
@@ -148,8 +149,88 @@ class ARCSM(AutoregressiveScoreModel):
         h = self.head_context(context) + embedding + x.unsqueeze(-1) * self.head_x
         return self.head_out(h).squeeze(-1)
 
+    def scores_and_diagonal(self, x: torch.Tensor, y: Optional[torch.Tensor] = None):
+        r"""(s, diag) as in :meth:`AutoregressiveScoreModel.scores_and_diagonal`, with the head's
+        derivative in closed form (:class:`_SiLUHeadWithDiagonal`) instead of a second backward pass.
+
+        Same values and gradients as the generic double-backward path (a test checks both in float64),
+        at about 60% of its cost for D = 784 on a CPU (benchmarks/bench_scaling.py). A subclass that
+        overrides :meth:`head` gets the generic path.
+        """
+        if type(self).head is not ARCSM.head:
+            return super().scores_and_diagonal(x, y)
+        x = self._check_x(x)
+        h0 = torch.addcmul(self.head_context(self.context(x, y)) + self.embedding, x.unsqueeze(-1), self.head_x)
+        hidden, out = self.head_out[1], self.head_out[3]
+        return _SiLUHeadWithDiagonal.apply(h0, self.head_x, hidden.weight, hidden.bias,
+                                          out.weight.view(-1), out.bias.view(()))
+
     def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.conditional_scores(x, y)
+
+
+def _silu_parts(h):
+    """sig = sigmoid(h), p = sig (1 - sig), z = silu(h) = h sig, g = silu'(h) = sig + h p."""
+    sig = torch.sigmoid(h)
+    p = torch.addcmul(sig, sig, sig, value=-1.0)
+    z = h * sig
+    g = torch.addcmul(sig, h, p)
+    return p, z, g
+
+
+def _silu_second_derivative_times(h, p, z, factor):
+    """silu''(h) * factor, with silu''(h) = sig (1 - sig)(2 + h (1 - 2 sig)) = p (2 + h - 2 z); a new tensor."""
+    return torch.add(h, z, alpha=-2.0).add_(2.0).mul_(p).mul_(factor)
+
+
+class _SiLUHeadWithDiagonal(torch.autograd.Function):
+    r"""ARCSM's head and its derivative along x_d in one pass (forward-mode), with a hand-written backward.
+
+    With h_0 = A c_d + e_d + a x_d (so dh_0/dx_d = a), \phi = SiLU, u = W h_1 + b_1, h_1 = \phi(h_0):
+
+    .. math::
+        s_d = w^\top \phi(u) + b_2,\qquad
+        \frac{\partial s_d}{\partial x_d} = w^\top\bigl[\phi'(u)\odot \tau\bigr],\qquad
+        \tau = W\bigl[\phi'(h_0)\odot a\bigr] = (W\,\mathrm{diag}(a))\,\phi'(h_0).
+
+    The backward for upstream gradients (\bar s, \bar\delta) of (s, diag) is the chain rule
+    written out: \bar\tau = \bar\delta\, w\odot\phi'(u), \bar u = w\odot[\bar s\,\phi'(u) +
+    \bar\delta\,\tau\odot\phi''(u)], \bar h_0 = \phi'(h_0)\odot W^\top\bar u +
+    \phi''(h_0)\odot(W\mathrm{diag}(a))^\top\bar\tau, plus the weight gradients. Autograd's
+    double backward computes the same numbers but re-derives silu's backward op by op; writing it out
+    saves about 20 passes over the (n, D, H) activations. Once differentiable (no third derivatives).
+    """
+
+    @staticmethod
+    def forward(ctx, h0, a, W, b1, w, b2):
+        shape = h0.shape
+        h0 = h0.reshape(-1, shape[-1])
+        p0, z0, g0 = _silu_parts(h0)
+        Wa = W * a
+        u = torch.addmm(b1, z0, W.t())
+        tau = g0 @ Wa.t()
+        p1, z1, g1 = _silu_parts(u)
+        g1_tau = g1 * tau
+        s = torch.addmv(b2, z1, w)
+        diag = g1_tau @ w
+        ctx.save_for_backward(h0, p0, z0, g0, u, p1, z1, g1, tau, g1_tau, a, W, Wa, w)
+        ctx.shape = shape
+        return s.view(shape[:-1]), diag.view(shape[:-1])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_s, grad_diag):
+        h0, p0, z0, g0, u, p1, z1, g1, tau, g1_tau, a, W, Wa, w = ctx.saved_tensors
+        grad_s, grad_diag = grad_s.reshape(-1), grad_diag.reshape(-1)
+        grad_w = torch.addmv(z1.t() @ grad_s, g1_tau.t(), grad_diag)
+        grad_diag_w = torch.outer(grad_diag, w)
+        grad_tau = g1 * grad_diag_w
+        grad_u = _silu_second_derivative_times(u, p1, z1, tau).mul_(grad_diag_w).addcmul_(g1, torch.outer(grad_s, w))
+        grad_Wa = grad_tau.t() @ g0
+        grad_W = torch.addmm(grad_Wa * a, grad_u.t(), z0)
+        grad_a = (grad_Wa * W).sum(0)
+        grad_h0 = _silu_second_derivative_times(h0, p0, z0, grad_tau @ Wa).addcmul_(grad_u @ W, g0)
+        return grad_h0.view(ctx.shape), grad_a, grad_W, grad_u.sum(0), grad_w, grad_s.sum()
 
 
 class _MADEDensity(nn.Module):
