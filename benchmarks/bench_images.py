@@ -9,12 +9,11 @@ Optionally (--train-mnist) times a full training run of AR-CSM (MADE) on MNIST w
     python benchmarks/bench_images.py --device cuda --mode gpu --datasets mnist --train-mnist
 """
 import argparse
-import platform
 import time
 
 import torch
 
-from csm_edu import config, images
+from csm_edu import benchmark, images
 
 
 def main():
@@ -27,11 +26,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--train-mnist", action="store_true", help="also time full AR-CSM (MADE) training on MNIST")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    kept = config.keep_freed_memory()
-    device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    print(f"torch {torch.__version__} | device {device} ({name}) | threads {torch.get_num_threads()} | freed memory kept {kept} | mode {args.mode}\n")
+    device, header = benchmark.prepare(args.threads, args.device)
+    print(f"{header} | mode {args.mode}\n")
     print("| data set | model | batch | ms / step | images / s |")
     print("|---|---|---:|---:|---:|")
     for dataset in args.datasets:

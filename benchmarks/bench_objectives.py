@@ -7,11 +7,10 @@ objectives and left out). Median of repeats after a warm-up. Run:
     python benchmarks/bench_objectives.py [--threads 1] [--batch 256] [--repeats 30] [--device cpu]
 """
 import argparse
-import platform
 
 import torch
 
-from csm_edu import config, objectives
+from csm_edu import benchmark, objectives
 from csm_edu.benchmark import time_per_step
 from csm_edu.models import EnergyMLP, ScoreMLP
 
@@ -31,11 +30,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: config.device())")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    kept = config.keep_freed_memory()
-    device = torch.device(args.device) if args.device else config.device()
-    print(f"torch {torch.__version__} | device {device} | threads {torch.get_num_threads()} | freed memory kept {kept} | "
-          f"batch {args.batch} | repeats {args.repeats} | {platform.processor() or platform.machine()}")
+    device, header = benchmark.prepare(args.threads, args.device)
+    print(f"{header} | batch {args.batch} | repeats {args.repeats}")
     x = torch.randn(args.batch, 2, device=device)
     models = {"EnergyMLP 2-128-128-1": EnergyMLP(2, 128, 2), "ScoreMLP 2-128-128-2": ScoreMLP(2, 128, 2)}
     print("\n| objective | " + " | ".join(f"{name} (ms/step)" for name in models) + " |")

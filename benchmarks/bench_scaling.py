@@ -10,12 +10,11 @@ Prints a Markdown table and writes a CSV:
 """
 import argparse
 import csv
-import platform
 import time
 
 import torch
 
-from csm_edu import config, scaling
+from csm_edu import benchmark, scaling
 
 DIMS = (2, 8, 32, 64, 128, 256, 512, 784)
 
@@ -32,11 +31,8 @@ def main():
                         help="predicted MB of an exact-SM step (grows like D^2) before extrapolating")
     parser.add_argument("--csv", default="benchmarks/results/scaling_cpu.csv")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    kept = config.keep_freed_memory()
-    device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    print(f"torch {torch.__version__} | device {device} ({name}) | threads {torch.get_num_threads()} | freed memory kept {kept} | batch {args.batch}")
+    device, header = benchmark.prepare(args.threads, args.device)
+    print(f"{header} | batch {args.batch}")
     start = time.perf_counter()
     rows = scaling.measure(args.dims, batch_size=args.batch, repeats=args.repeats, exact_limit_s=args.exact_limit,
                            exact_limit_mb=args.exact_limit_mb,

@@ -11,9 +11,7 @@ import argparse
 import csv
 import time
 
-import torch
-
-from csm_edu import config, scaling
+from csm_edu import benchmark, scaling
 
 
 def main():
@@ -24,9 +22,8 @@ def main():
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3])
     parser.add_argument("--out", default="benchmarks/results/stability")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    kept = config.keep_freed_memory()
-    print(f"torch {torch.__version__} | cpu | threads {torch.get_num_threads()} | freed memory kept {kept} | steps {args.steps}")
+    _, header = benchmark.prepare(args.threads, "cpu")
+    print(f"{header} | steps {args.steps}")
     start = time.perf_counter()
     runs = scaling.stability_study(seeds=args.seeds, lrs=args.lrs, n_steps=args.steps, progress=print)
     print()

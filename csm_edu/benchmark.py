@@ -21,6 +21,25 @@ LossFn = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
 STATISTICS = {"median": statistics.median, "min": min}
 
 
+def prepare(threads: int = 1, device=None):
+    """Set up a benchmark process: thread count, :func:`csm_edu.config.keep_freed_memory`, device.
+
+    Returns ``(device, header)``; ``device`` is ``config.device()`` when None, and ``header`` a line
+    naming torch, the device, the thread count and the allocator setting, to print above the results.
+    """
+    import platform
+
+    from . import config
+
+    torch.set_num_threads(checks.positive_int(threads, "threads"))
+    kept = config.keep_freed_memory()
+    device = torch.device(device) if device is not None else config.device()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    header = (f"torch {torch.__version__} | device {device} ({name}) | threads {torch.get_num_threads()} | "
+              f"freed memory kept {kept}")
+    return device, header
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -308,9 +308,11 @@ def test_a_plugged_in_backbone_brings_its_order_and_a_wrong_shape_is_caught():
         ARCSM(3, context_dim=5, backbone=ResMADE(3, 4, hidden=8)).conditional_scores(torch.zeros(2, 3))
 
 
-def test_closed_form_head_diagonal_matches_double_backward_in_values_and_gradients():
-    """ARCSM.scores_and_diagonal (hand-written forward mode + backward) == the generic autograd path."""
-    from csm_edu.models.arcsm import AutoregressiveScoreModel
+@pytest.mark.parametrize("block_rows", [4096, 7])
+def test_closed_form_head_diagonal_matches_double_backward_in_values_and_gradients(block_rows, monkeypatch):
+    """ARCSM.scores_and_diagonal (hand-written forward mode + backward, in row blocks) == the generic autograd path."""
+    from csm_edu.models.arcsm import AutoregressiveScoreModel, _SiLUHeadWithDiagonal
+    monkeypatch.setattr(_SiLUHeadWithDiagonal, "cpu_block_rows", block_rows)   # 30 rows: one block, or 5 blocks
     model = _randomise(ARCSM(6, hidden=16, context_dim=4, head_hidden=8, cond_dim=2).double())
     x = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
     y = torch.randn(5, 2, dtype=torch.float64)

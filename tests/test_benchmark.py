@@ -45,3 +45,15 @@ def test_bad_input_is_explained():
         benchmark.time_per_step(_exact, model, torch.randn(4, 2), statistic="mean")
     with pytest.raises(ValueError, match="loss_fns"):
         benchmark.cost_against_dim({}, [2], lambda d: models.EnergyMLP(d))
+
+
+def test_prepare_sets_threads_and_names_the_setup():
+    import torch
+    from csm_edu import benchmark
+    before = torch.get_num_threads()
+    try:
+        device, header = benchmark.prepare(threads=1, device="cpu")
+        assert device == torch.device("cpu") and torch.get_num_threads() == 1
+        assert "threads 1" in header and "device cpu" in header and "freed memory kept" in header
+    finally:
+        torch.set_num_threads(before)

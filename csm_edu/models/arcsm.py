@@ -169,68 +169,87 @@ class ARCSM(AutoregressiveScoreModel):
         return self.conditional_scores(x, y)
 
 
-def _silu_parts(h):
-    """sig = sigmoid(h), p = sig (1 - sig), z = silu(h) = h sig, g = silu'(h) = sig + h p."""
-    sig = torch.sigmoid(h)
-    p = torch.addcmul(sig, sig, sig, value=-1.0)
-    z = h * sig
-    g = torch.addcmul(sig, h, p)
-    return p, z, g
-
-
-def _silu_second_derivative_times(h, p, z, factor):
-    """silu''(h) * factor, with silu''(h) = sig (1 - sig)(2 + h (1 - 2 sig)) = p (2 + h - 2 z); a new tensor."""
-    return torch.add(h, z, alpha=-2.0).add_(2.0).mul_(p).mul_(factor)
+def _silu_parts_into(h, sig, p, z, g):
+    """Write sig = sigmoid(h), p = sig (1 - sig), z = silu(h) = h sig and g = silu'(h) = sig + h p."""
+    torch.sigmoid(h, out=sig)
+    torch.addcmul(sig, sig, sig, value=-1.0, out=p)
+    torch.mul(h, sig, out=z)
+    torch.addcmul(sig, h, p, out=g)
 
 
 class _SiLUHeadWithDiagonal(torch.autograd.Function):
-    r"""ARCSM's head and its derivative along x_d in one pass (forward-mode), with a hand-written backward.
+    r"""ARCSM's head and its derivative along x_d in one pass (forward mode), with a hand-written backward.
 
-    With h_0 = A c_d + e_d + a x_d (so dh_0/dx_d = a), \phi = SiLU, u = W h_1 + b_1, h_1 = \phi(h_0):
+    With h_0 = A c_d + e_d + a x_d (so dh_0/dx_d = a), \phi = SiLU, h_1 = \phi(h_0), u = W h_1 + b_1:
 
     .. math::
         s_d = w^\top \phi(u) + b_2,\qquad
         \frac{\partial s_d}{\partial x_d} = w^\top\bigl[\phi'(u)\odot \tau\bigr],\qquad
         \tau = W\bigl[\phi'(h_0)\odot a\bigr] = (W\,\mathrm{diag}(a))\,\phi'(h_0).
 
-    The backward for upstream gradients (\bar s, \bar\delta) of (s, diag) is the chain rule
-    written out: \bar\tau = \bar\delta\, w\odot\phi'(u), \bar u = w\odot[\bar s\,\phi'(u) +
-    \bar\delta\,\tau\odot\phi''(u)], \bar h_0 = \phi'(h_0)\odot W^\top\bar u +
-    \phi''(h_0)\odot(W\mathrm{diag}(a))^\top\bar\tau, plus the weight gradients. Autograd's
-    double backward computes the same numbers but re-derives silu's backward op by op; writing it out
-    saves about 20 passes over the (n, D, H) activations. Once differentiable (no third derivatives).
+    The backward for upstream gradients (\bar s, \bar\delta) of (s, diag) is the chain rule written
+    out, with \phi'' = \sigma(1-\sigma)(2 + h - 2\phi):
+    \bar\tau = \bar\delta\, w\odot\phi'(u), \bar u = w\odot[\bar s\,\phi'(u) + \bar\delta\,\tau\odot\phi''(u)],
+    \bar h_0 = \phi'(h_0)\odot W^\top\bar u + \phi''(h_0)\odot(W\mathrm{diag}(a))^\top\bar\tau, plus the
+    weight gradients. Autograd's double backward computes the same numbers op by op on the whole
+    (n D, H) activation; here, on a CPU, rows are processed in blocks of ``cpu_block_rows`` so that a
+    block's intermediate values stay in the cache (these passes are limited by memory bandwidth), and
+    only what the backward needs is kept. On a GPU the whole tensor is one block. Once differentiable.
     """
+
+    cpu_block_rows = 4096
 
     @staticmethod
     def forward(ctx, h0, a, W, b1, w, b2):
         shape = h0.shape
         h0 = h0.reshape(-1, shape[-1])
-        p0, z0, g0 = _silu_parts(h0)
+        n_rows = h0.shape[0]
+        block = n_rows if h0.is_cuda else _SiLUHeadWithDiagonal.cpu_block_rows
         Wa = W * a
-        u = torch.addmm(b1, z0, W.t())
-        tau = g0 @ Wa.t()
-        p1, z1, g1 = _silu_parts(u)
-        g1_tau = g1 * tau
-        s = torch.addmv(b2, z1, w)
-        diag = g1_tau @ w
-        ctx.save_for_backward(h0, p0, z0, g0, u, p1, z1, g1, tau, g1_tau, a, W, Wa, w)
-        ctx.shape = shape
+        p0, z0, g0, u, p1, z1, g1, tau = (torch.empty_like(h0) for _ in range(8))
+        sig = torch.empty_like(h0[:block])           # scratch, one block
+        g1_tau = torch.empty_like(h0[:block])
+        s = h0.new_empty(n_rows)
+        diag = h0.new_empty(n_rows)
+        for start in range(0, n_rows, block):
+            r = slice(start, start + block)
+            m = min(block, n_rows - start)
+            _silu_parts_into(h0[r], sig[:m], p0[r], z0[r], g0[r])
+            torch.addmm(b1, z0[r], W.t(), out=u[r])
+            torch.mm(g0[r], Wa.t(), out=tau[r])
+            _silu_parts_into(u[r], sig[:m], p1[r], z1[r], g1[r])
+            torch.mul(g1[r], tau[r], out=g1_tau[:m])
+            torch.addmv(b2, z1[r], w, out=s[r])
+            torch.mv(g1_tau[:m], w, out=diag[r])
+        ctx.save_for_backward(h0, p0, z0, g0, u, p1, z1, g1, tau, a, W, Wa, w)
+        ctx.shape, ctx.block = shape, block
         return s.view(shape[:-1]), diag.view(shape[:-1])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_s, grad_diag):
-        h0, p0, z0, g0, u, p1, z1, g1, tau, g1_tau, a, W, Wa, w = ctx.saved_tensors
+        h0, p0, z0, g0, u, p1, z1, g1, tau, a, W, Wa, w = ctx.saved_tensors
         grad_s, grad_diag = grad_s.reshape(-1), grad_diag.reshape(-1)
-        grad_w = torch.addmv(z1.t() @ grad_s, g1_tau.t(), grad_diag)
-        grad_diag_w = torch.outer(grad_diag, w)
-        grad_tau = g1 * grad_diag_w
-        grad_u = _silu_second_derivative_times(u, p1, z1, tau).mul_(grad_diag_w).addcmul_(g1, torch.outer(grad_s, w))
-        grad_Wa = grad_tau.t() @ g0
-        grad_W = torch.addmm(grad_Wa * a, grad_u.t(), z0)
+        grad_h0 = torch.empty_like(h0)
+        grad_w = z1.t() @ grad_s
+        grad_W, grad_Wa, grad_b1 = torch.zeros_like(W), torch.zeros_like(W), torch.zeros_like(w)
+        for start in range(0, h0.shape[0], ctx.block):
+            r = slice(start, start + ctx.block)
+            grad_w.addmv_((g1[r] * tau[r]).t(), grad_diag[r])
+            grad_diag_w = torch.outer(grad_diag[r], w)
+            grad_tau = g1[r] * grad_diag_w
+            # grad_u = w * (grad_s phi'(u) + grad_diag tau phi''(u))
+            grad_u = torch.add(u[r], z1[r], alpha=-2.0).add_(2.0).mul_(p1[r]).mul_(tau[r]).mul_(grad_diag_w)
+            grad_u.addcmul_(g1[r], torch.outer(grad_s[r], w))
+            grad_Wa.addmm_(grad_tau.t(), g0[r])
+            grad_W.addmm_(grad_u.t(), z0[r])
+            grad_b1 += grad_u.sum(0)
+            # grad_h0 = phi''(h0) * (grad_tau Wa) + phi'(h0) * (grad_u W)
+            torch.add(h0[r], z0[r], alpha=-2.0, out=grad_h0[r])
+            grad_h0[r].add_(2.0).mul_(p0[r]).mul_(grad_tau @ Wa).addcmul_(grad_u @ W, g0[r])
         grad_a = (grad_Wa * W).sum(0)
-        grad_h0 = _silu_second_derivative_times(h0, p0, z0, grad_tau @ Wa).addcmul_(grad_u @ W, g0)
-        return grad_h0.view(ctx.shape), grad_a, grad_W, grad_u.sum(0), grad_w, grad_s.sum()
+        grad_W += grad_Wa * a
+        return grad_h0.view(ctx.shape), grad_a, grad_W, grad_b1, grad_w, grad_s.sum()
 
 
 class _MADEDensity(nn.Module):
