@@ -10,7 +10,7 @@ triangular with diagonal ds_d/dx_d, so
 - sliced SM on s is an unbiased Hutchinson estimate of the CSM loss (1 backward pass per projection);
 - composite DSM (:func:`csm_edu.objectives.composite_denoising_score_matching`) smooths each
   conditional along its own variable (biased by sigma, no derivative of the model);
-- CSM gets the same diagonal in ONE extra backward pass.
+- CSM gets the same diagonal in ONE extra pass through the small head (carried forward in :class:`ARCSM`).
 """
 import math
 import statistics
