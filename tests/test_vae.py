@@ -120,3 +120,41 @@ def test_implicit_encoder_starts_with_a_full_rank_spread():
         smallest[skip] = float(torch.linalg.eigvalsh(c.transpose(1, 2) @ c / 399)[:, 0].clamp_min(0).sqrt().mean())
     assert smallest[True] > 0.4 and smallest[False] < 0.1, smallest
     assert V.make_vae("implicit", 64, 4, noise_skip=False).encoder.skip is None
+
+
+def test_ssm_trained_implicit_encoder_stays_collapsed_without_the_noise_skip():
+    # The mechanism behind the L = 32 gap of SSM / CSM: the plain MLP([x, eps]) starts near a point,
+    # the score network cannot follow its ~1/sd score, the entropy gradient is too weak and q(z|x)
+    # keeps several directions at sd ~ 0.03; with the noise skip (unit-spread start) it keeps them ~0.8.
+    from csm_edu.widgets import lesson12
+
+    x = V.load_binary_images("digits", "train")
+    third_smallest = {}
+    for skip in (False, True):
+        torch.manual_seed(0)
+        model = V.make_vae("implicit", 64, 16, (64, 64), noise_skip=skip)
+        est = lesson12.make_estimator("SSM", 16, cond_dim=64, hidden=64, lr=1e-3, steps_per_fit=5)
+        V.train_vae(model, x, est, n_steps=200, n_samples=4, lr=1e-3, seed=0, device="cpu")
+        with torch.no_grad():
+            z = model.encoder.sample(x[:16], 200)
+        c = z - z.mean(1, keepdim=True)
+        sd = torch.linalg.eigvalsh(c.transpose(1, 2) @ c / 199).clamp_min(0).sqrt()
+        third_smallest[skip] = float(sd[:, 2].median())
+    assert third_smallest[False] < 0.1 and third_smallest[True] > 0.4, third_smallest
+
+
+def test_vae_experiment_gives_the_noise_skip_to_the_network_estimators_only():
+    from csm_edu.widgets import lesson12
+
+    torch.manual_seed(0)
+    x = V.load_binary_images("digits", "train")[:100]
+    kwargs = dict(latent_dims=(2,), n_steps=2, hidden=(8,), kernel_samples=4, network_samples=2, n_importance=5)
+    _, _, models = lesson12.run_vae_experiment(x, x[:10], **kwargs)   # default noise_skip="networks"
+    has_skip = {method: m.encoder.skip is not None for (_, method), m in models.items() if method != "Gaussian encoder"}
+    assert has_skip == {"implicit + SSM": True, "implicit + Stein": False, "implicit + SSGE": False,
+                        "implicit + CSM": True}, has_skip
+    _, _, models = lesson12.run_vae_experiment(x, x[:10], methods=("implicit + SSM", "implicit + Stein"),
+                                               noise_skip=False, **kwargs)
+    assert all(m.encoder.skip is None for m in models.values())
+    with pytest.raises(ValueError, match="noise_skip"):
+        lesson12.run_vae_experiment(x, x[:10], noise_skip="kernels", **kwargs)
