@@ -335,3 +335,23 @@ def test_closed_form_head_passes_gradcheck():
     args = [torch.randn(shape, dtype=torch.float64, generator=gen).requires_grad_(True)
             for shape in [(2, 3, 4), (4,), (4, 4), (4,), (4,), ()]]
     assert torch.autograd.gradcheck(_SiLUHeadWithDiagonal.apply, args)
+
+
+def test_inverse_cdf_sampler_reproduces_a_correlated_gaussian_and_a_truncated_one():
+    target = dist.Gaussian([1.0, -1.0], [[1.0, 0.8], [0.8, 1.0]])
+    model = LinearGaussianScores.from_gaussian(target).float()
+    x = sampling.autoregressive_inverse_cdf(model, 20000, bounds=(-7.0, 7.0), generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(x.mean(0), target.mean, atol=0.03)
+    assert torch.allclose(torch.cov(x.T), target.cov, atol=0.04)
+    # N(0, 1) conditionals restricted to [0, 2]: truncated-normal mean (phi(0) - phi(2)) / (Phi(2) - Phi(0))
+    model = LinearGaussianScores.from_gaussian(dist.Gaussian([0.0, 0.0], 1.0)).float()
+    x = sampling.autoregressive_inverse_cdf(model, 20000, bounds=(0.0, 2.0), generator=torch.Generator().manual_seed(1))
+    normal = torch.distributions.Normal(0.0, 1.0)
+    two = torch.tensor(2.0)
+    mean = (normal.log_prob(torch.tensor(0.0)).exp() - normal.log_prob(two).exp()) / (normal.cdf(two) - 0.5)
+    assert x.min() >= 0.0 and x.max() <= 2.0
+    assert torch.allclose(x.mean(0), mean.expand(2), atol=0.015)
+    with pytest.raises(ValueError, match="bounds"):
+        sampling.autoregressive_inverse_cdf(model, 3, bounds=(1.0, 1.0))
+    with pytest.raises(ValueError, match="n_nodes"):
+        sampling.autoregressive_inverse_cdf(model, 3, bounds=(0.0, 1.0), n_nodes=1)
