@@ -178,14 +178,19 @@ def test_reflect_folds_into_the_box():
     assert torch.allclose(sampling.reflect(x, 0.0, 2.0), torch.tensor([0.5, 0.25, 1.5, 0.5, 1.0, 1.0]))
 
 
+def _standard_normal_mean_on(lo, hi):
+    """Mean of N(0, 1) restricted to [lo, hi]: (phi(lo) - phi(hi)) / (Phi(hi) - Phi(lo))."""
+    normal = torch.distributions.Normal(0.0, 1.0)
+    lo, hi = torch.tensor(lo), torch.tensor(hi)
+    return (normal.log_prob(lo).exp() - normal.log_prob(hi).exp()) / (normal.cdf(hi) - normal.cdf(lo))
+
+
 def test_reflected_autoregressive_langevin_samples_the_truncated_target():
     """N(0, 1) conditionals restricted to [0, 2]: truncated-normal mean (phi(0) - phi(2)) / (Phi(2) - Phi(0))."""
     model = LinearGaussianScores.from_gaussian(dist.Gaussian([0.0, 0.0], 1.0)).float()
     x = sampling.autoregressive_langevin(model, 4000, n_steps=300, step_size=0.02, init=3.0, bounds=(0.0, 2.0),
                                          generator=torch.Generator().manual_seed(0))
-    normal = torch.distributions.Normal(0.0, 1.0)
-    two = torch.tensor(2.0)
-    mean = (normal.log_prob(torch.tensor(0.0)).exp() - normal.log_prob(two).exp()) / (normal.cdf(two) - 0.5)
+    mean = _standard_normal_mean_on(0.0, 2.0)
     assert x.min() >= 0.0 and x.max() <= 2.0
     assert torch.allclose(x.mean(0), mean.expand(2), atol=0.03)
     with pytest.raises(ValueError, match="bounds"):
@@ -346,9 +351,7 @@ def test_inverse_cdf_sampler_reproduces_a_correlated_gaussian_and_a_truncated_on
     # N(0, 1) conditionals restricted to [0, 2]: truncated-normal mean (phi(0) - phi(2)) / (Phi(2) - Phi(0))
     model = LinearGaussianScores.from_gaussian(dist.Gaussian([0.0, 0.0], 1.0)).float()
     x = sampling.autoregressive_inverse_cdf(model, 20000, bounds=(0.0, 2.0), generator=torch.Generator().manual_seed(1))
-    normal = torch.distributions.Normal(0.0, 1.0)
-    two = torch.tensor(2.0)
-    mean = (normal.log_prob(torch.tensor(0.0)).exp() - normal.log_prob(two).exp()) / (normal.cdf(two) - 0.5)
+    mean = _standard_normal_mean_on(0.0, 2.0)
     assert x.min() >= 0.0 and x.max() <= 2.0
     assert torch.allclose(x.mean(0), mean.expand(2), atol=0.015)
     with pytest.raises(ValueError, match="bounds"):
