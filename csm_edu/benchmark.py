@@ -110,32 +110,45 @@ def cost_against_dim(loss_fns: Dict[str, LossFn], dims: Sequence[int], make_mode
     if not dims:
         raise ValueError("dims is empty: give the dimensions to time, e.g. [2, 8, 32]")
     batch_size = checks.positive_int(batch_size, "batch_size")
-    repeats = checks.positive_int(repeats, "repeats")
-    warmup = checks.positive_int(warmup, "warmup", minimum=0)
-    summary = STATISTICS[checks.one_of(statistic, "statistic", tuple(STATISTICS))]
     device = torch.device(device) if device is not None else torch.device("cpu")
     result: Dict[str, list] = {"dim": list(dims)}
     result.update({name: [] for name in loss_fns})
     for dim in dims:
         torch.manual_seed(seed)
         model = make_model(dim).to(device)
-        params = _trainable(model)
         if make_data is None:
             x = torch.randn(batch_size, dim, generator=torch.Generator().manual_seed(seed))
         else:
             x = make_data(batch_size, dim)
         x = x.to(device)
-        _check_batch(x)
-        for loss_fn in loss_fns.values():
-            for _ in range(warmup):
-                _timed_step(loss_fn, model, x, params)
-        times: Dict[str, list] = {name: [] for name in loss_fns}
-        for _ in range(repeats):
-            for name, loss_fn in loss_fns.items():
-                times[name].append(_timed_step(loss_fn, model, x, params))
-        for name in loss_fns:
-            result[name].append(summary(times[name]))
+        for name, ms in time_interleaved(loss_fns, model, x, repeats, warmup, statistic).items():
+            result[name].append(ms)
     return result
+
+
+def time_interleaved(loss_fns: Dict[str, LossFn], model: torch.nn.Module, x: torch.Tensor, repeats: int = 5,
+                     warmup: int = 1, statistic: str = "median") -> Dict[str, float]:
+    """:func:`time_per_step` of several objectives on one model and batch, their timed steps taking turns.
+
+    After ``warmup`` untimed steps of each, the timed steps go objective 1, 2, ..., 1, 2, ..., so a
+    burst of load from other processes, or a drift of the machine, hits all of them alike and
+    their *ratios* stay trustworthy. Returns ``{name: ms}`` (median or ``statistic="min"``).
+    """
+    if not loss_fns:
+        raise ValueError("loss_fns is empty: give a dict name -> loss_fn(model, x)")
+    repeats = checks.positive_int(repeats, "repeats")
+    warmup = checks.positive_int(warmup, "warmup", minimum=0)
+    summary = STATISTICS[checks.one_of(statistic, "statistic", tuple(STATISTICS))]
+    _check_batch(x)
+    params = _trainable(model)
+    for loss_fn in loss_fns.values():
+        for _ in range(warmup):
+            _timed_step(loss_fn, model, x, params)
+    times: Dict[str, list] = {name: [] for name in loss_fns}
+    for _ in range(repeats):
+        for name, loss_fn in loss_fns.items():
+            times[name].append(_timed_step(loss_fn, model, x, params))
+    return {name: summary(t) for name, t in times.items()}
 
 
 def growth_exponent(dims: Sequence[float], ms: Sequence[float]) -> float:

@@ -57,3 +57,17 @@ def test_prepare_sets_threads_and_names_the_setup():
         assert "threads 1" in header and "device cpu" in header and "freed memory kept" in header
     finally:
         torch.set_num_threads(before)
+
+
+def test_time_interleaved_times_every_objective_and_checks_its_input():
+    torch.manual_seed(0)
+    model = models.EnergyMLP(3, 16, 1)
+    x = torch.randn(32, 3)
+    fns = {"exact": _exact, "sliced": lambda m, x: objectives.sliced_score_matching(m.score, x)}
+    ms = benchmark.time_interleaved(fns, model, x, repeats=3, statistic="min")
+    assert set(ms) == {"exact", "sliced"} and all(0 < v < 5000 for v in ms.values())
+    assert all(p.grad is None for p in model.parameters())
+    with pytest.raises(ValueError, match="loss_fns"):
+        benchmark.time_interleaved({}, model, x)
+    with pytest.raises(ValueError, match="repeats"):
+        benchmark.time_interleaved(fns, model, x, repeats=0)
