@@ -9,13 +9,14 @@ loaded machine (more runnable processes than cores) a large share of short steps
 by the scheduler; ``statistic="min"`` then gives the uninterrupted cost, since interference only
 ever adds time (the advice of Python's ``timeit``).
 """
+import platform
 import statistics
 import time
 from typing import Callable, Dict, Optional, Sequence
 
 import torch
 
-from . import checks
+from . import checks, config
 
 LossFn = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
 STATISTICS = {"median": statistics.median, "min": min}
@@ -27,10 +28,6 @@ def prepare(threads: int = 1, device=None):
     Returns ``(device, header)``; ``device`` is ``config.device()`` when None, and ``header`` a line
     naming torch, the device, the thread count and the allocator setting, to print above the results.
     """
-    import platform
-
-    from . import config
-
     torch.set_num_threads(checks.positive_int(threads, "threads"))
     kept = config.keep_freed_memory()
     device = torch.device(device) if device is not None else config.device()

@@ -58,8 +58,8 @@ def keep_freed_memory() -> bool:
     mmap and returns them to the OS when freed, so the next training step page-faults the same
     memory back in, and how often that happens depends on the allocator's history. On a 2-core
     CPU this spread CSM/DSM step-time ratios at D = 784 from 1.2x to 2.7x across six identical
-    runs; with memory kept (mmap threshold 32 MB, trim threshold 1 GB) they varied by about 10%. Process-wide and irreversible: called by :func:`setup_notebook` and by the
-    benchmark scripts. A no-op (False) where the C library is not glibc (macOS, Windows, musl).
+    runs; with memory kept (mmap threshold 32 MB, trim threshold 1 GB) they varied by about 10%.
+    Process-wide and irreversible: called by :func:`setup_notebook` and by the benchmark scripts. A no-op (False) where the C library is not glibc (macOS, Windows, musl).
     """
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False

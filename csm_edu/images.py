@@ -354,7 +354,7 @@ def conditional_density_on_grid(model: AutoregressiveScoreModel, x: torch.Tensor
         context = model.context(x[None].to(device), y)[:, d:d + 1]           # (1, 1, C)
         s = model.head(context, grid[:, None].to(device), torch.tensor([d], device=device))[:, 0].cpu()  # (G,)
     h = grid[1:] - grid[:-1]
-    u = torch.cat([torch.zeros(1), torch.cumsum(0.5 * h * (s[1:] + s[:-1]), 0)])
+    u = torch.cat([torch.zeros(1), torch.cumulative_trapezoid(s, grid)])
     w = torch.cat([h[:1] / 2, (h[1:] + h[:-1]) / 2, h[-1:] / 2])
     log_q = u - torch.logsumexp(u + torch.log(w), 0)
     return log_q.exp()

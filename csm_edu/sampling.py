@@ -148,17 +148,11 @@ def autoregressive_langevin(model, n: int, n_steps: int = 200, step_size: float 
     n = checks.positive_int(n, "n")
     n_steps = checks.positive_int(n_steps, "n_steps")
     step_size = checks.positive(step_size, "step_size")
-    dim = checks.positive_int(getattr(model, "dim", 0), "model.dim")
-    if not hasattr(model, "head") or not hasattr(model, "context"):
-        raise ValueError("model must be an autoregressive score model with context(x, y) and head(c, x, dims), e.g. ARCSM")
+    dim, device, _ = _check_autoregressive(model)
     levels = [1.0] if sigmas is None else checks.sigma_sequence(sigmas).tolist()
     alphas = [step_size * (sigma / levels[-1]) ** 2 for sigma in levels]
     if bounds is not None:
         lo, hi = _check_bounds(bounds)
-    try:
-        device = next(model.parameters()).device
-    except (AttributeError, StopIteration):
-        device = torch.device("cpu")
     if init is None or isinstance(init, (int, float)):
         scale = 1.0 if init is None else checks.positive(init, "init")
         x = scale * torch.randn(n, dim, generator=generator)
@@ -210,14 +204,7 @@ def autoregressive_inverse_cdf(model, n: int, bounds: Sequence[float], n_nodes: 
     n = checks.positive_int(n, "n")
     n_nodes = checks.positive_int(n_nodes, "n_nodes", minimum=2)
     lo, hi = _check_bounds(bounds)
-    dim = checks.positive_int(getattr(model, "dim", 0), "model.dim")
-    if not hasattr(model, "head") or not hasattr(model, "context"):
-        raise ValueError("model must be an autoregressive score model with context(x, y) and head(c, x, dims), e.g. ARCSM")
-    try:
-        param = next(model.parameters())
-        device, dtype = param.device, param.dtype
-    except (AttributeError, StopIteration):
-        device, dtype = torch.device("cpu"), torch.get_default_dtype()
+    dim, device, dtype = _check_autoregressive(model)
     h = (hi - lo) / n_nodes
     nodes = torch.linspace(lo, hi, n_nodes + 1, dtype=dtype, device=device).view(1, -1, 1)   # (1, G + 1, 1)
     x = torch.full((n, dim), 0.5 * (lo + hi), dtype=dtype, device=device)
@@ -225,7 +212,7 @@ def autoregressive_inverse_cdf(model, n: int, bounds: Sequence[float], n_nodes: 
         for d in model.order.tolist():
             context_d = model.context(x, y)[:, d:d + 1].unsqueeze(1)                          # (n, 1, 1, C)
             s = model.head(context_d, nodes, torch.tensor([d], device=device))[..., 0]       # (n, G + 1)
-            u = torch.cumsum(0.5 * h * (s[:, 1:] + s[:, :-1]), 1)
+            u = torch.cumulative_trapezoid(s, dx=h, dim=1)
             u = torch.cat([torch.zeros_like(u[:, :1]), u], 1)
             if not torch.isfinite(u).all():
                 raise SamplerDivergedError(f"the conditional score of variable {d} is not finite on the grid "
@@ -235,6 +222,18 @@ def autoregressive_inverse_cdf(model, n: int, bounds: Sequence[float], n_nodes: 
             offset = torch.rand(n, generator=generator, dtype=dtype).to(device)
             x[:, d] = lo + h * (cell.to(dtype) + offset)
     return x
+
+
+def _check_autoregressive(model):
+    """(D, device, dtype) of an autoregressive score model; a clear error for anything else."""
+    dim = checks.positive_int(getattr(model, "dim", 0), "model.dim")
+    if not hasattr(model, "head") or not hasattr(model, "context"):
+        raise ValueError("model must be an autoregressive score model with context(x, y) and head(c, x, dims), e.g. ARCSM")
+    try:
+        param = next(model.parameters())
+        return dim, param.device, param.dtype
+    except (AttributeError, StopIteration):
+        return dim, torch.device("cpu"), torch.get_default_dtype()
 
 
 def _check_bounds(bounds):

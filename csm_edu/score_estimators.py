@@ -120,7 +120,6 @@ class _KernelEstimator(ScoreEstimator):
         """With ``standardize``: remember each set's shift m and map W and return W (x - m); else x."""
         if self.standardize == "none":
             return x
-        eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
         self.shift = x.mean(-2, keepdim=True)
         centred = x - self.shift
         inv_sd = torch.diag_embed(1.0 / centred.std(-2).clamp_min(1e-6))
@@ -129,6 +128,7 @@ class _KernelEstimator(ScoreEstimator):
         else:   # W = chol(R + ridge I)^{-1} diag(1/s), R the correlation matrix (the ridge is scale-free)
             scaled = centred @ inv_sd
             corr = scaled.transpose(-1, -2) @ scaled / (x.shape[-2] - 1)
+            eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
             chol = torch.linalg.cholesky(corr + 1e-6 * eye)
             self.W = torch.linalg.solve_triangular(chol, inv_sd, upper=False)
         return centred @ self.W.transpose(-1, -2)

@@ -143,11 +143,14 @@ class ARCSM(AutoregressiveScoreModel):
                              f"({x.shape[0]}, {self.dim}, {self.context_dim}), got {tuple(c.shape)}")
         return c
 
+    def _head_input(self, context: torch.Tensor, x: torch.Tensor, dims: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """h_0 = A c_d + e_d + a x_d, the head's first pre-activation (the only place x_d enters)."""
+        embedding = self.embedding if dims is None else self.embedding[dims]
+        return torch.addcmul(self.head_context(context) + embedding, x.unsqueeze(-1), self.head_x)
+
     def head(self, context: torch.Tensor, x: torch.Tensor, dims: Optional[torch.Tensor] = None) -> torch.Tensor:
         """s[..., k] = f(context[..., k, :], x[..., k]) for variable dims[k] (all D when dims is None)."""
-        embedding = self.embedding if dims is None else self.embedding[dims]
-        h = self.head_context(context) + embedding + x.unsqueeze(-1) * self.head_x
-        return self.head_out(h).squeeze(-1)
+        return self.head_out(self._head_input(context, x, dims)).squeeze(-1)
 
     def scores_and_diagonal(self, x: torch.Tensor, y: Optional[torch.Tensor] = None):
         r"""(s, diag) as in :meth:`AutoregressiveScoreModel.scores_and_diagonal`, with the head's
@@ -160,7 +163,7 @@ class ARCSM(AutoregressiveScoreModel):
         if type(self).head is not ARCSM.head:
             return super().scores_and_diagonal(x, y)
         x = self._check_x(x)
-        h0 = torch.addcmul(self.head_context(self.context(x, y)) + self.embedding, x.unsqueeze(-1), self.head_x)
+        h0 = self._head_input(self.context(x, y), x)
         hidden, out = self.head_out[1], self.head_out[3]
         return _SiLUHeadWithDiagonal.apply(h0, self.head_x, hidden.weight, hidden.bias,
                                           out.weight.view(-1), out.bias.view(()))
