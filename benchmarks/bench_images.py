@@ -1,7 +1,7 @@
 """Images per second of CSM training for the MADE and PixelCNN AR-CSM backbones (issue 7), plus the MLE baselines.
 
-One step = loss + backward (csm_edu.benchmark.time_per_step, median of --repeats), on random logit-space
-images of each data set's shape, with the models sized by csm_edu.images.image_config(dataset, mode).
+One step = loss + backward (csm_edu.experiments.timing.time_per_step, median of --repeats), on random logit-space
+images of each data set's shape, with the models sized by csm_edu.experiments.images.image_config(dataset, mode).
 Optionally (--train-mnist) times a full training run of AR-CSM (MADE) on MNIST with the chosen mode's steps.
 
     python benchmarks/bench_images.py                                   # CPU, 1 thread, digits + MNIST, cpu_full sizes
@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from csm_edu import benchmark, images
+from csm_edu.experiments import images, timing
 
 
 def main():
@@ -26,7 +26,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--train-mnist", action="store_true", help="also time full AR-CSM (MADE) training on MNIST")
     args = parser.parse_args()
-    device, header = benchmark.prepare(args.threads, args.device)
+    device, header = timing.prepare(args.threads, args.device)
     print(f"{header} | mode {args.mode}\n")
     print("| data set | model | batch | ms / step | images / s |")
     print("|---|---|---:|---:|---:|")

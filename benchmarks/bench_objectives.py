@@ -1,7 +1,7 @@
 """Milliseconds per training step of each score-matching objective on 2-D data.
 
 Models: a 2-128-128-1 EnergyMLP (score by autograd) and a 2-128-128-2 ScoreMLP. One step is the
-loss plus its backward pass (csm_edu.benchmark.time_per_step; the Adam update is the same for all
+loss plus its backward pass (csm_edu.experiments.timing.time_per_step; the Adam update is the same for all
 objectives and left out). Median of repeats after a warm-up. Run:
 
     python benchmarks/bench_objectives.py [--threads 1] [--batch 256] [--repeats 30] [--device cpu]
@@ -10,8 +10,9 @@ import argparse
 
 import torch
 
-from csm_edu import benchmark, objectives
-from csm_edu.benchmark import time_per_step
+from csm_edu import objectives
+from csm_edu.experiments import timing
+from csm_edu.experiments.timing import time_per_step
 from csm_edu.models import EnergyMLP, ScoreMLP
 
 OBJECTIVES = {
@@ -30,7 +31,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: config.device())")
     args = parser.parse_args()
-    device, header = benchmark.prepare(args.threads, args.device)
+    device, header = timing.prepare(args.threads, args.device)
     print(f"{header} | batch {args.batch} | repeats {args.repeats}")
     x = torch.randn(args.batch, 2, device=device)
     models = {"EnergyMLP 2-128-128-1": EnergyMLP(2, 128, 2), "ScoreMLP 2-128-128-2": ScoreMLP(2, 128, 2)}

@@ -2,7 +2,7 @@
 
 One AR-CSM (ResMADE backbone, hidden 256, 2 residual blocks, context 16, head 32) per D, batch 128.
 Exact SM is measured until a step passes 10 s or its memory (growing like D^2) would pass 5 GB, and
-extrapolated beyond (see csm_edu.scaling.measure).
+extrapolated beyond (see csm_edu.experiments.scaling.measure).
 Prints a Markdown table and writes a CSV:
 
     python benchmarks/bench_scaling.py                       # CPU, 1 thread, all D
@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from csm_edu import benchmark, scaling
+from csm_edu.experiments import scaling, timing
 
 DIMS = (2, 8, 32, 64, 128, 256, 512, 784)
 
@@ -31,7 +31,7 @@ def main():
                         help="predicted MB of an exact-SM step (grows like D^2) before extrapolating")
     parser.add_argument("--csv", default="benchmarks/results/scaling_cpu.csv")
     args = parser.parse_args()
-    device, header = benchmark.prepare(args.threads, args.device)
+    device, header = timing.prepare(args.threads, args.device)
     print(f"{header} | batch {args.batch}")
     start = time.perf_counter()
     rows = scaling.measure(args.dims, batch_size=args.batch, repeats=args.repeats, exact_limit_s=args.exact_limit,

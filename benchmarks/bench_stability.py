@@ -11,7 +11,7 @@ import argparse
 import csv
 import time
 
-from csm_edu import benchmark, scaling
+from csm_edu.experiments import scaling, stability, timing
 
 
 def main():
@@ -22,12 +22,12 @@ def main():
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3])
     parser.add_argument("--out", default="benchmarks/results/stability")
     args = parser.parse_args()
-    _, header = benchmark.prepare(args.threads, "cpu")
+    _, header = timing.prepare(args.threads, "cpu")
     print(f"{header} | steps {args.steps}")
     start = time.perf_counter()
-    runs = scaling.stability_study(seeds=args.seeds, lrs=args.lrs, n_steps=args.steps, progress=print)
+    runs = stability.stability_study(seeds=args.seeds, lrs=args.lrs, n_steps=args.steps, progress=print)
     print()
-    print(scaling.stability_summary(runs))
+    print(stability.stability_summary(runs))
     with open(f"{args.out}_runs.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["objective", "lr", "seed", "bits_per_dim", "seconds", "final_loss"])

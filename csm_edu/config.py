@@ -3,6 +3,7 @@
 ``QUICK`` is true when the environment variable ``CSM_EDU_QUICK=1``: notebooks and tests then
 shrink training steps and sizes so each lesson runs in about a minute on two CPU cores.
 """
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -34,6 +35,26 @@ def seed_everything(seed: int = 0) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Run a block with PyTorch's global RNG seeded to ``seed``, then restore the caller's RNG state.
+
+    For what only the global RNG drives, such as ``nn.Module`` weight initialisation::
+
+        with config.seeded(0):
+            model = ARCSM(784)
+
+    The caller's random stream is the same after the block as before it, so a library function
+    that builds a model this way reseeds nothing (the one global reseed is :func:`seed_everything`).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def setup_notebook(seed: int = 0) -> dict:

@@ -49,13 +49,13 @@ def load_binary_images(name: str = "digits", split: str = "train", n: Optional[i
     Splits: digits ``train`` (1438) / ``test`` (359); MNIST ``train`` / ``valid`` / ``test``.
     Deterministic thresholding (no stochastic binarisation), so the data are fixed.
     """
-    from .data import images
+    from .data import image_data
 
     checks.one_of(name, "name", ("digits", "mnist"))
     if name == "digits":
-        x, _ = images.load_digits(split, dequantize=False, n=n)
+        x, _ = image_data.load_digits(split, dequantize=False, n=n)
     else:
-        x, _ = images.load_mnist(split, n=n, dequantize=False)
+        x, _ = image_data.load_mnist(split, n=n, dequantize=False)
     return binarize(x)
 
 
@@ -159,7 +159,7 @@ class ImplicitEncoder(nn.Module):
     The kernel estimators went the other way (whitened Stein, 64 samples: -18.0 without, -25.7
     with: whitening by a 64-sample covariance in 32 dimensions over-estimates the score in its
     small directions, and a q started wide stays too wide). Still implicit (no density).
-    :func:`csm_edu.widgets.lesson12.run_vae_experiment` therefore gives the skip to the SSM / CSM
+    :func:`csm_edu.experiments.vae_study.run_vae_experiment` therefore gives the skip to the SSM / CSM
     encoders only (its ``noise_skip="networks"``; the measurements behind it are in its docstring).
     The same SSM network training a *Gaussian* encoder (which starts at unit spread) gets -17.2 at
     L = 32, as good as that encoder's exact entropy (-17.3): the estimator is not the problem.

@@ -37,14 +37,16 @@ def _lesson03():
     m = _lesson("lesson03")
     target = _mixture()
     x = target.sample(256, generator=torch.Generator().manual_seed(0))
-    snaps, _ = m.train_with_snapshots(EnergyMLP(2, 16), lambda mod, b: objectives.exact_score_matching(mod.score, b),
+    from csm_edu.experiments import snapshots
+    snaps, _ = snapshots.train_with_snapshots(EnergyMLP(2, 16), lambda mod, b: objectives.exact_score_matching(mod.score, b),
                                       x, target, x[:64], n_steps=10, n_snapshots=3, density_grid=20, quiver_grid=6)
     return m.training_progress_panel(snaps)
 
 
 def _lesson05(kind):
     m = _lesson("lesson05")
-    sweep = m.train_sigma_sweep(m.three_blobs(), [0.1, 0.8], n_data=300, n_steps=5, hidden=8, n_eval=100,
+    from csm_edu.experiments import sweeps
+    sweep = sweeps.train_sigma_sweep(sweeps.three_blobs(), [0.1, 0.8], n_data=300, n_steps=5, hidden=8, n_eval=100,
                                 grid_n=16, quiver_n=5)
     return getattr(m, kind)(sweep)
 
@@ -73,7 +75,7 @@ def _lesson13(kind):
 
 
 def _lesson10():
-    from csm_edu import images
+    from csm_edu.experiments import images
     from csm_edu.models import ARCSM
     torch.manual_seed(0)
     model = ARCSM(16, hidden=16, n_blocks=1, context_dim=4, head_hidden=8)
@@ -83,7 +85,7 @@ def _lesson10():
 
 
 def _lesson11():
-    from csm_edu import images
+    from csm_edu.experiments import images
     from csm_edu.models import ARCSM
     torch.manual_seed(0)
     model = ARCSM(16, hidden=16, n_blocks=1, context_dim=4, head_hidden=8, cond_dim=1)
@@ -109,7 +111,7 @@ FACTORIES = {
     "lesson10.sampling_panel": _lesson10,
     "lesson11.denoising_panel": _lesson11,
     "lesson12.estimator_panel": lambda: _lesson("lesson12").estimator_panel(
-        _lesson("lesson12").fit_estimators(sample_sizes=(20, 60), n_steps=5, n_test=50)),
+        importlib.import_module("csm_edu.experiments.vae_study").fit_estimators(sample_sizes=(20, 60), n_steps=5, n_test=50)),
     "lesson13.forward_noising_panel": lambda: _lesson13("forward_noising_panel"),
     "lesson13.score_comparison_panel": lambda: _lesson13("score_comparison_panel"),
     "lesson13.trajectory_player": lambda: _lesson13("trajectory_player"),

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from csm_edu import benchmark, models, objectives
+from csm_edu import models, objectives
+from csm_edu.experiments import timing
 
 
 def _exact(m, x):
@@ -14,15 +15,15 @@ def test_time_per_step_is_positive_and_leaves_weights_and_grads_clean():
     model = models.EnergyMLP(3, 16, 1)
     before = [p.detach().clone() for p in model.parameters()]
     x = torch.randn(32, 3)
-    ms = benchmark.time_per_step(_exact, model, x, repeats=3)
-    best = benchmark.time_per_step(_exact, model, x, repeats=3, statistic="min")
+    ms = timing.time_per_step(_exact, model, x, repeats=3)
+    best = timing.time_per_step(_exact, model, x, repeats=3, statistic="min")
     assert 0 < ms < 5000 and 0 < best < 5000
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert all(p.grad is None for p in model.parameters())
 
 
 def test_cost_against_dim_shape_and_exact_sm_grows_faster_than_sliced():
-    res = benchmark.cost_against_dim(
+    res = timing.cost_against_dim(
         {"exact": _exact, "sliced": lambda m, x: objectives.sliced_score_matching(m.score, x)},
         dims=[2, 48], make_model=lambda d: models.EnergyMLP(d, 32, 1), batch_size=64, repeats=3, statistic="min")
     assert res["dim"] == [2, 48] and len(res["exact"]) == 2 and len(res["sliced"]) == 2
@@ -31,28 +32,28 @@ def test_cost_against_dim_shape_and_exact_sm_grows_faster_than_sliced():
 
 
 def test_growth_exponent():
-    assert benchmark.growth_exponent([1, 2, 4, 8], [3, 6, 12, 24]) == pytest.approx(1.0)
-    assert benchmark.growth_exponent([1, 10], [5, 5]) == pytest.approx(0.0)
+    assert timing.growth_exponent([1, 2, 4, 8], [3, 6, 12, 24]) == pytest.approx(1.0)
+    assert timing.growth_exponent([1, 10], [5, 5]) == pytest.approx(0.0)
 
 
 def test_bad_input_is_explained():
     model = models.EnergyMLP(2, 8, 1)
     with pytest.raises(ValueError, match="repeats"):
-        benchmark.time_per_step(_exact, model, torch.randn(4, 2), repeats=0)
+        timing.time_per_step(_exact, model, torch.randn(4, 2), repeats=0)
     with pytest.raises(ValueError, match="scalar"):
-        benchmark.time_per_step(lambda m, x: m.energy(x), model, torch.randn(4, 2))
+        timing.time_per_step(lambda m, x: m.energy(x), model, torch.randn(4, 2))
     with pytest.raises(ValueError, match="statistic"):
-        benchmark.time_per_step(_exact, model, torch.randn(4, 2), statistic="mean")
+        timing.time_per_step(_exact, model, torch.randn(4, 2), statistic="mean")
     with pytest.raises(ValueError, match="loss_fns"):
-        benchmark.cost_against_dim({}, [2], lambda d: models.EnergyMLP(d))
+        timing.cost_against_dim({}, [2], lambda d: models.EnergyMLP(d))
 
 
 def test_prepare_sets_threads_and_names_the_setup():
     import torch
-    from csm_edu import benchmark
+    from csm_edu.experiments import timing
     before = torch.get_num_threads()
     try:
-        device, header = benchmark.prepare(threads=1, device="cpu")
+        device, header = timing.prepare(threads=1, device="cpu")
         assert device == torch.device("cpu") and torch.get_num_threads() == 1
         assert "threads 1" in header and "device cpu" in header and "freed memory kept" in header
     finally:
@@ -64,10 +65,10 @@ def test_time_interleaved_times_every_objective_and_checks_its_input():
     model = models.EnergyMLP(3, 16, 1)
     x = torch.randn(32, 3)
     fns = {"exact": _exact, "sliced": lambda m, x: objectives.sliced_score_matching(m.score, x)}
-    ms = benchmark.time_interleaved(fns, model, x, repeats=3, statistic="min")
+    ms = timing.time_interleaved(fns, model, x, repeats=3, statistic="min")
     assert set(ms) == {"exact", "sliced"} and all(0 < v < 5000 for v in ms.values())
     assert all(p.grad is None for p in model.parameters())
     with pytest.raises(ValueError, match="loss_fns"):
-        benchmark.time_interleaved({}, model, x)
+        timing.time_interleaved({}, model, x)
     with pytest.raises(ValueError, match="repeats"):
-        benchmark.time_interleaved(fns, model, x, repeats=0)
+        timing.time_interleaved(fns, model, x, repeats=0)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from csm_edu.hutchinson import hutchinson_estimates, hutchinson_variance
+from csm_edu.trace import hutchinson_estimates, hutchinson_variance
 
 
 def _sym(dim, seed=0):

@@ -1,12 +1,13 @@
-"""csm_edu.images: configurations, bits/dim conventions, joint score, denoising, anomaly detection."""
+"""csm_edu.experiments.images: configurations, bits/dim conventions, joint score, denoising, anomaly detection."""
 import math
 
 import pytest
 import torch
 
-from csm_edu import images, quadrature
+from csm_edu import quadrature
+from csm_edu.experiments import images
 from csm_edu import distributions as dist
-from csm_edu.data import images as image_data
+from csm_edu.data import image_data
 from csm_edu.models import ARCSM, ExactConditionalScores, GaussianMADE
 from csm_edu.models.pixelcnn import PixelCNNPP
 

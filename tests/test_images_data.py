@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from csm_edu.data import __main__ as cli
-from csm_edu.data import images
+from csm_edu.data import image_data
 from csm_edu.data import load_celeba, load_cifar10, load_digits, load_mnist
 
 
@@ -57,8 +57,8 @@ def test_scales_ranges_and_inverse(scale, low, high):
     x, _ = load_digits(scale=scale, n=200)
     assert low - 1e-5 <= x.min() and x.max() <= high + 1e-5
     y, _ = load_digits(scale="unit", n=200)
-    assert torch.allclose(images.to_unit(x, scale), y, atol=1e-5)
-    assert torch.allclose(images.to_model_space(y, scale), x, atol=1e-4)
+    assert torch.allclose(image_data.to_unit(x, scale), y, atol=1e-5)
+    assert torch.allclose(image_data.to_model_space(y, scale), x, atol=1e-4)
 
 
 def test_logit_lambda_and_bad_arguments():
@@ -73,20 +73,20 @@ def test_logit_lambda_and_bad_arguments():
     with pytest.raises(ValueError, match="n="):
         load_digits(n=5000)
     with pytest.raises(ValueError, match="0..16"):
-        images.preprocess(np.array([17]), images.DIGITS_LEVELS)
+        image_data.preprocess(np.array([17]), image_data.DIGITS_LEVELS)
 
 
 def test_dequantized_values_stay_below_one_in_float32():
-    y = images.preprocess(np.full((100000,), 255), 256, seed=3)
+    y = image_data.preprocess(np.full((100000,), 255), 256, seed=3)
     assert y.max() < 1.0 and y.min() >= 255 / 256
 
 
-@pytest.mark.parametrize("scale", images.SCALES)
+@pytest.mark.parametrize("scale", image_data.SCALES)
 def test_bits_per_dim_of_a_uniform_pixel_model_is_log2_levels(scale):
     """A model uniform on [0,1]^D in pixel space has density |dy/dz| in model space: bits/dim = log2 L."""
     lam = 0.05
     y = torch.rand(7, 3, 4, 4, dtype=torch.float64)
-    z = images.to_model_space(y, scale, lam)
+    z = image_data.to_model_space(y, scale, lam)
     if scale == "unit":
         log_p = torch.zeros(7, dtype=torch.float64)
     elif scale == "centered":
@@ -96,34 +96,34 @@ def test_bits_per_dim_of_a_uniform_pixel_model_is_log2_levels(scale):
         log_p = (torch.nn.functional.logsigmoid(flat) + torch.nn.functional.logsigmoid(-flat)
                  - math.log(1 - 2 * lam)).sum(1)
     for levels in (256, 17):
-        bpd = images.bits_per_dim(log_p, z, scale, levels=levels, logit_lambda=lam)
+        bpd = image_data.bits_per_dim(log_p, z, scale, levels=levels, logit_lambda=lam)
         assert torch.allclose(bpd, torch.full_like(bpd, math.log2(levels)), atol=1e-9)
 
 
-@pytest.mark.parametrize("scale", images.SCALES)
+@pytest.mark.parametrize("scale", image_data.SCALES)
 def test_log_det_jacobian_matches_autograd(scale):
     y = (0.02 + 0.96 * torch.rand(3, 1, 2, 3, dtype=torch.float64)).requires_grad_()
-    z = images.to_model_space(y, scale, 1e-6)
+    z = image_data.to_model_space(y, scale, 1e-6)
     (dz_dy,) = torch.autograd.grad(z.sum(), y)  # elementwise map: the Jacobian is diagonal
     brute = dz_dy.abs().log().reshape(3, -1).sum(1)
-    assert torch.allclose(images.log_det_jacobian(z.detach(), scale, 1e-6), brute, atol=1e-8)
+    assert torch.allclose(image_data.log_det_jacobian(z.detach(), scale, 1e-6), brute, atol=1e-8)
 
 
 def test_logit_density_integrates_over_the_unit_interval():
     """Brute force in 1-D: a standard normal in logit space gives p_Y with the mass inside [logit lam, logit(1-lam)]."""
     lam = 0.05
     y = torch.linspace(0, 1, 200001, dtype=torch.float64)[:, None]
-    z = images.to_model_space(y, "logit", lam)
+    z = image_data.to_model_space(y, "logit", lam)
     log_p_z = -0.5 * z[:, 0] ** 2 - 0.5 * math.log(2 * math.pi)
-    log_p_y = log_p_z + images.log_det_jacobian(z, "logit", lam)
+    log_p_y = log_p_z + image_data.log_det_jacobian(z, "logit", lam)
     mass = torch.trapezoid(log_p_y.exp(), y[:, 0]).item()
     edge = math.log((1 - lam) / lam)
     assert abs(mass - math.erf(edge / math.sqrt(2))) < 1e-6
     # and the bits/dim helper is -log2 p_Y + 8 pointwise
-    bpd = images.bits_per_dim(log_p_z, z, "logit", levels=256, logit_lambda=lam)
+    bpd = image_data.bits_per_dim(log_p_z, z, "logit", levels=256, logit_lambda=lam)
     assert torch.allclose(bpd, -log_p_y / math.log(2) + 8)
     with pytest.raises(ValueError, match="one value per image"):
-        images.bits_per_dim(log_p_z[:3], z, "logit")
+        image_data.bits_per_dim(log_p_z[:3], z, "logit")
 
 
 # ----------------------------------------------------------------------------- MNIST
@@ -131,7 +131,7 @@ def test_logit_density_integrates_over_the_unit_interval():
 def fake_mnist_arrays(n=(6, 3, 4), seed=0):
     rng = np.random.default_rng(seed)
     arrays = {}
-    for split, m in zip(images.MNIST_SPLITS, n):
+    for split, m in zip(image_data.MNIST_SPLITS, n):
         arrays[f"x_{split}"] = rng.integers(0, 256, (m, 28, 28), dtype=np.uint8)
         arrays[f"y_{split}"] = rng.integers(0, 10, m).astype(np.uint8)
     return arrays
@@ -140,13 +140,13 @@ def fake_mnist_arrays(n=(6, 3, 4), seed=0):
 def write_mnist_pickle(path, arrays):
     """The classic mnist.pkl.gz layout: ((x, y) train, valid, test), x float32 (n, 784) = k / 256."""
     splits = tuple((arrays[f"x_{s}"].reshape(-1, 784).astype(np.float32) / 256, arrays[f"y_{s}"].astype(np.int64))
-                   for s in images.MNIST_SPLITS)
+                   for s in image_data.MNIST_SPLITS)
     with gzip.open(path, "wb") as f:
         pickle.dump(splits, f)
 
 
 def test_committed_mnist_subset(cache, monkeypatch, capsys):
-    monkeypatch.setattr(images, "_announced", set())
+    monkeypatch.setattr(image_data, "_announced", set())
     x, labels = load_mnist("train")
     assert x.shape == (5000, 1, 28, 28) and x.dtype == torch.float32 and 0 <= x.min() and x.max() < 1
     out = capsys.readouterr().out
@@ -165,7 +165,7 @@ def test_committed_mnist_subset(cache, monkeypatch, capsys):
 
 
 def test_full_mnist_is_preferred_when_present(cache, monkeypatch, capsys):
-    monkeypatch.setattr(images, "_announced", set())
+    monkeypatch.setattr(image_data, "_announced", set())
     arrays = fake_mnist_arrays()
     (cache / "mnist").mkdir(parents=True)
     np.savez_compressed(cache / "mnist" / "mnist.npz", **arrays)
@@ -179,7 +179,7 @@ def test_full_mnist_is_preferred_when_present(cache, monkeypatch, capsys):
 def test_mnist_pickle_conversion_recovers_the_integers(tmp_path):
     arrays = fake_mnist_arrays()
     write_mnist_pickle(tmp_path / "mnist.pkl.gz", arrays)
-    back = images.mnist_pickle_to_arrays(tmp_path / "mnist.pkl.gz")
+    back = image_data.mnist_pickle_to_arrays(tmp_path / "mnist.pkl.gz")
     for key, value in arrays.items():
         assert np.array_equal(back[key], value), key
 

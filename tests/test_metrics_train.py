@@ -69,3 +69,19 @@ def test_setup_notebook_reports_its_settings_and_keeps_freed_memory_on_glibc():
     on_glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert info["freed_memory_kept"] is on_glibc
     assert config.keep_freed_memory() is on_glibc          # idempotent
+
+
+def test_seeded_block_is_reproducible_and_restores_the_global_rng():
+    from csm_edu import config
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    with config.seeded(7):
+        a = torch.nn.Linear(4, 4).weight.detach().clone()
+    with config.seeded(7):
+        b = torch.nn.Linear(4, 4).weight.detach().clone()
+    assert torch.equal(a, b)
+    assert torch.equal(torch.rand(3), expected_next)  # the caller's stream is untouched
+    with pytest.raises(ValueError, match="seed"):
+        with config.seeded(-1):
+            pass

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from csm_edu import objectives, scaling
+from csm_edu import objectives
+from csm_edu.experiments import scaling
 from csm_edu.models import ARCSM
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from csm_edu import score_estimators as S
+from csm_edu.experiments import vae_study
 from csm_edu import vae as V
 
 
@@ -133,7 +134,7 @@ def test_ssm_trained_implicit_encoder_stays_collapsed_without_the_noise_skip():
     for skip in (False, True):
         torch.manual_seed(0)
         model = V.make_vae("implicit", 64, 16, (64, 64), noise_skip=skip)
-        est = lesson12.make_estimator("SSM", 16, cond_dim=64, hidden=64, lr=1e-3, steps_per_fit=5)
+        est = vae_study.make_estimator("SSM", 16, cond_dim=64, hidden=64, lr=1e-3, steps_per_fit=5)
         V.train_vae(model, x, est, n_steps=200, n_samples=4, lr=1e-3, seed=0, device="cpu")
         with torch.no_grad():
             z = model.encoder.sample(x[:16], 200)
@@ -149,12 +150,12 @@ def test_vae_experiment_gives_the_noise_skip_to_the_network_estimators_only():
     torch.manual_seed(0)
     x = V.load_binary_images("digits", "train")[:100]
     kwargs = dict(latent_dims=(2,), n_steps=2, hidden=(8,), kernel_samples=4, network_samples=2, n_importance=5)
-    _, _, models = lesson12.run_vae_experiment(x, x[:10], **kwargs)   # default noise_skip="networks"
+    _, _, models = vae_study.run_vae_experiment(x, x[:10], **kwargs)   # default noise_skip="networks"
     has_skip = {method: m.encoder.skip is not None for (_, method), m in models.items() if method != "Gaussian encoder"}
     assert has_skip == {"implicit + SSM": True, "implicit + Stein": False, "implicit + SSGE": False,
                         "implicit + CSM": True}, has_skip
-    _, _, models = lesson12.run_vae_experiment(x, x[:10], methods=("implicit + SSM", "implicit + Stein"),
+    _, _, models = vae_study.run_vae_experiment(x, x[:10], methods=("implicit + SSM", "implicit + Stein"),
                                                noise_skip=False, **kwargs)
     assert all(m.encoder.skip is None for m in models.values())
     with pytest.raises(ValueError, match="noise_skip"):
-        lesson12.run_vae_experiment(x, x[:10], noise_skip="kernels", **kwargs)
+        vae_study.run_vae_experiment(x, x[:10], noise_skip="kernels", **kwargs)

@@ -9,6 +9,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from csm_edu import distributions, metrics  # noqa: E402
+from csm_edu.experiments import grid_cost
 from csm_edu.widgets import lesson01  # noqa: E402
 
 
@@ -45,7 +46,7 @@ def test_grid_nll_rejects_bad_input():
 
 
 def test_cost_table_counts_points_and_extrapolates():
-    rows = lesson01.measure_grid_cost((1, 2, 3), k=6, extrapolate_to=(3, 5, 10))
+    rows = grid_cost.measure_grid_cost((1, 2, 3), k=6, extrapolate_to=(3, 5, 10))
     assert [r["dim"] for r in rows] == [1, 2, 3, 5, 10]               # D=3 is measured, not repeated
     assert [r["points"] for r in rows] == [6, 36, 216, 6 ** 5, 6.0 ** 10]
     assert rows[3]["memory_bytes"] == 4 * 6 * 6 ** 5
@@ -55,7 +56,7 @@ def test_cost_table_counts_points_and_extrapolates():
     table = lesson01.format_cost_table(rows)
     assert "extrapolated" in table and len(table.splitlines()) == 2 + len(rows)
     with pytest.raises(ValueError, match="overflows"):
-        lesson01.measure_grid_cost((1,), k=20, extrapolate_to=(784,))
+        grid_cost.measure_grid_cost((1,), k=20, extrapolate_to=(784,))
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from matplotlib.collections import QuadMesh  # noqa: E402
 from matplotlib.quiver import Quiver  # noqa: E402
 
 from csm_edu import data, models, objectives  # noqa: E402
+from csm_edu.experiments import snapshots
 from csm_edu.widgets import lesson03  # noqa: E402
 
 BOUNDS = (-4.5, 4.5, -4.5, 4.5)
@@ -19,7 +20,7 @@ def recorded():
     torch.manual_seed(0)
     true = data.toy_distribution("mixture")
     model = models.EnergyMLP(2, 32, 2)
-    snaps, history = lesson03.train_with_snapshots(
+    snaps, history = snapshots.train_with_snapshots(
         model, lambda m, x: objectives.exact_score_matching(m.score, x), data.make_toy("mixture", 1000, seed=0),
         true, data.make_toy("mixture", 500, seed=1), n_steps=200, n_snapshots=4, batch_size=128, lr=1e-2,
         density_grid=40, quiver_grid=10)
@@ -58,7 +59,7 @@ def test_out_of_range_index_is_clipped_and_empty_input_explained(recorded):
     with pytest.raises(ValueError, match="snapshots"):
         lesson03.training_progress_figure([], 0)
     with pytest.raises(ValueError, match="n_snapshots"):
-        lesson03.train_with_snapshots(models.EnergyMLP(2, 8, 1), None, torch.zeros(4, 2), None,
+        snapshots.train_with_snapshots(models.EnergyMLP(2, 8, 1), None, torch.zeros(4, 2), None,
                                       torch.zeros(4, 2), n_steps=2, n_snapshots=5)
 
 

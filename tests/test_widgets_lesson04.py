@@ -6,7 +6,7 @@ import torch
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from csm_edu.hutchinson import hutchinson_variance  # noqa: E402
+from csm_edu.trace import hutchinson_variance  # noqa: E402
 from csm_edu.widgets import lesson04  # noqa: E402
 
 

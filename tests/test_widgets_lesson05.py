@@ -10,12 +10,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from csm_edu import metrics  # noqa: E402
 from csm_edu.denoise import noised_distribution  # noqa: E402
+from csm_edu.experiments import sweeps
 from csm_edu.widgets import lesson05  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def sweep():
-    return lesson05.train_sigma_sweep(lesson05.three_blobs(), [0.1, 0.4, 1.6], n_data=500, n_steps=40,
+    return sweeps.train_sigma_sweep(sweeps.three_blobs(), [0.1, 0.4, 1.6], n_data=500, n_steps=40,
                                       hidden=16, n_eval=300, grid_n=20, quiver_n=6)
 
 
@@ -81,5 +82,5 @@ def test_tweedie_view_lowers_the_error_at_large_sigma(sweep):
 
 
 def test_default_sigmas_double():
-    s = lesson05.default_sigmas()
+    s = sweeps.default_sigmas()
     assert len(s) == 7 and all(math.isclose(b / a, 2.0) for a, b in zip(s, s[1:]))

@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from csm_edu import data  # noqa: E402
 from csm_edu.models import ARCSM, ExactConditionalScores, GaussianMADE  # noqa: E402
+from csm_edu.experiments import toy_density
 from csm_edu.widgets import lesson07  # noqa: E402
 
 TARGET = data.toy_distribution("mixture")
@@ -49,13 +50,13 @@ def test_bad_values_raise_and_the_panel_builds():
 
 def test_lesson_helpers_train_evaluate_and_draw():
     x = data.make_toy("mixture", 200, seed=0)
-    models, histories = lesson07.train_lesson_models(x, n_steps=3, batch_size=64, hidden=8, n_components=2,
+    models, histories = toy_density.train_lesson_models(x, n_steps=3, batch_size=64, hidden=8, n_components=2,
                                                      without_background=True)
     assert list(models) == ["AR-CSM", "AR-CSM, no background", "GaussianMADE", "MixtureMADE"]
     assert all(h.n_steps == 3 for h in histories.values())
-    rows = lesson07.evaluate_models(models, x[:20], TARGET, n_nodes=16)
+    rows = toy_density.evaluate_models(models, x[:20], TARGET, n_nodes=16)
     assert [r["model"] for r in rows][-1] == "true density" and all(r["fisher"] >= 0 for r in rows)
-    exact = lesson07.evaluate_models({"exact": ExactConditionalScores(TARGET)}, x[:20], None, n_nodes=512)
+    exact = toy_density.evaluate_models({"exact": ExactConditionalScores(TARGET)}, x[:20], None, n_nodes=512)
     assert exact[0]["log_lik"] == pytest.approx(float(TARGET.log_prob(x[:20]).mean()), abs=1e-3)
     assert "AR-CSM" in lesson07.format_table({"mixture": rows})
     torch.manual_seed(0)

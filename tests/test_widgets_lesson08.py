@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from csm_edu.data import make_toy, toy_distribution  # noqa: E402
+from csm_edu.experiments import aem_study
 from csm_edu.widgets import lesson08  # noqa: E402
 
 torch.set_num_threads(1)
@@ -17,14 +18,14 @@ torch.set_num_threads(1)
 
 def test_log_weight_has_mean_one_under_the_proposal():
     # the 1-D target is normalised, so E_q[m / q] = 1 and log Z = 0 is the truth both estimators aim at
-    x = lesson08.PROPOSAL_STD * torch.randn(400000, generator=torch.Generator().manual_seed(0))
-    assert abs(float(lesson08._log_ratio(x).exp().mean()) - 1.0) < 0.01
+    x = aem_study.PROPOSAL_STD * torch.randn(400000, generator=torch.Generator().manual_seed(0))
+    assert abs(float(aem_study._log_ratio(x).exp().mean()) - 1.0) < 0.01
 
 
 def test_autoregressive_normaliser_beats_the_joint_one_in_high_dimension():
-    one = lesson08.normaliser_spread(1, 16, n_repeats=200)
+    one = aem_study.normaliser_spread(1, 16, n_repeats=200)
     assert np.allclose(one["joint"], one["autoregressive"], atol=1e-5)        # D = 1: the same estimator
-    est = lesson08.normaliser_spread(32, 64, n_repeats=200)
+    est = aem_study.normaliser_spread(32, 64, n_repeats=200)
     assert est["joint"].mean() < 10 * est["autoregressive"].mean() < 0        # both biased down, joint far more
     assert est["joint"].std() > 3 * est["autoregressive"].std()
 
@@ -38,26 +39,26 @@ def test_spread_figure_over_the_slider_range(dim, n_samples):
 
 def test_comparison_trains_and_tabulates_all_three():
     x = make_toy("grid", 400, seed=0)
-    models, histories = lesson08.train_comparison(x, n_steps=3, batch_size=64, hidden=16, n_components=3, n_samples=4)
+    models, histories = aem_study.train_comparison(x, n_steps=3, batch_size=64, hidden=16, n_components=3, n_samples=4)
     assert set(models) == {"AEM", "AR-CSM", "MixtureMADE"}
-    rows = lesson08.compare_log_likelihoods(models, histories, x[:50], toy_distribution("grid"),
+    rows = aem_study.compare_log_likelihoods(models, histories, x[:50], toy_distribution("grid"),
                                             n_importance=16, n_nodes=32)
     assert [r["model"] for r in rows] == ["AEM", "AEM proposal", "AR-CSM", "MixtureMADE", "true density"]
     assert all(math.isfinite(r["log_lik"]) and r["stderr"] > 0 for r in rows)
     assert all(rows[i]["ms_per_step"] > 0 for i in (0, 2, 3))
     table = lesson08.format_comparison({"grid": rows})
     assert "importance sampling, S=16" in table and "quadrature" in table
-    sizes, bias, spread = lesson08.importance_bias_curve(models["AEM"], x[:50], (1, 4), reference_samples=64, n_repeats=2)
+    sizes, bias, spread = aem_study.importance_bias_curve(models["AEM"], x[:50], (1, 4), reference_samples=64, n_repeats=2)
     assert sizes == [1, 4] and len(bias) == len(spread) == 2
     with pytest.raises(ValueError, match="model name"):
-        lesson08.train_comparison(x, n_steps=1, models=("PixelCNN",))
+        aem_study.train_comparison(x, n_steps=1, models=("PixelCNN",))
 
 
 def test_bad_settings_raise_value_error():
     with pytest.raises(ValueError, match="dim"):
-        lesson08.normaliser_spread(0, 4)
+        aem_study.normaliser_spread(0, 4)
     with pytest.raises(ValueError, match="n_samples"):
-        lesson08.normaliser_spread(2, 0)
+        aem_study.normaliser_spread(2, 0)
 
 
 def test_panel_builds_headless():

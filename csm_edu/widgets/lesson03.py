@@ -12,76 +12,13 @@ Training minimises Hyvarinen's objective (see :func:`csm_edu.objectives.exact_sc
 - :func:`training_progress_panel`: a checkpoint slider with a Play button (jslink).
 """
 import math
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence
 
 import matplotlib.pyplot as plt
-import torch
 
-from .. import checks, metrics, train, viz
+from .. import metrics, viz
 from .base import animation_panel
-
-
-@dataclass
-class Snapshot:
-    """The learned model at one point of training, evaluated on fixed grids (tensors, no model)."""
-
-    step: int
-    fisher: float              # 1/2 E_p |s_theta - grad log p|^2 on held-out samples of p
-    log_density: torch.Tensor  # (n, n) grid-normalised log p_theta on the density grid
-    score: torch.Tensor        # (m*m, 2) learned score on the quiver grid
-
-
-def _snapshot(model, step: int, true_score, x_eval, bounds, density_grid: int, quiver_grid: int) -> Snapshot:
-    dev = next(model.parameters()).device          # fit() may have moved the model to a GPU
-
-    def log_prob(z):
-        return model.log_prob_unnormalised(z.to(dev)).cpu()
-
-    def score(z):
-        return model.score(z.to(dev)).cpu()
-
-    _, _, log_density, _ = metrics.grid_log_density(log_prob, bounds, density_grid)
-    pts, _, _, _ = metrics.grid_2d(bounds, quiver_grid)
-    with torch.no_grad():
-        grid_score = score(pts).detach()
-    return Snapshot(step, metrics.fisher_divergence(score, true_score, x_eval), log_density.detach(), grid_score)
-
-
-def train_with_snapshots(model: torch.nn.Module, loss_fn: Callable, data: torch.Tensor, true_score,
-                         x_eval: torch.Tensor, n_steps: int, n_snapshots: int = 10, batch_size: int = 128,
-                         lr: float = 1e-2, seed: int = 0, bounds: Sequence[float] = viz.DEFAULT_BOUNDS,
-                         density_grid: int = 80, quiver_grid: int = 18,
-                         device: Union[str, torch.device] = "cpu") -> Tuple[List[Snapshot], train.History]:
-    r"""Train a 2-D energy model with ``fit`` in ``n_snapshots`` chunks and record each checkpoint.
-
-    ``model`` needs ``score`` and ``log_prob_unnormalised`` (an :class:`csm_edu.models.EnergyMLP`);
-    ``true_score`` is a callable or a distribution with ``.score``; ``x_eval`` are held-out samples
-    of p for the Fisher divergence. The learning rate follows a cosine from ``lr`` to 0.05 lr
-    across the chunks (constant within a chunk). ``device`` defaults to the CPU: a 2-D toy model
-    trains as fast there as on a GPU. Returns ``(snapshots, history)`` with ``n_snapshots + 1``
-    snapshots, the first before any training.
-    """
-    n_steps = checks.positive_int(n_steps, "n_steps")
-    n_snapshots = checks.positive_int(n_snapshots, "n_snapshots")
-    if n_snapshots > n_steps:
-        raise ValueError(f"n_snapshots ({n_snapshots}) cannot exceed n_steps ({n_steps}); lower n_snapshots")
-    lr = checks.positive(lr, "lr")
-    if getattr(model, "dim", 2) != 2 or not hasattr(model, "log_prob_unnormalised"):
-        raise ValueError("model must be a 2-D energy model with log_prob_unnormalised, e.g. models.EnergyMLP(2)")
-    x_eval = checks.as_batch(x_eval, "x_eval", dim=2)
-    bounds = tuple(bounds)
-    snapshots = [_snapshot(model.eval(), 0, true_score, x_eval, bounds, density_grid, quiver_grid)]
-    history = None
-    done = 0
-    for k in range(n_snapshots):
-        chunk = (n_steps * (k + 1)) // n_snapshots - done
-        chunk_lr = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * k / n_snapshots)))
-        history = train.fit(model, loss_fn, data, n_steps=chunk, batch_size=batch_size, lr=chunk_lr,
-                            seed=seed + k, progress=False, lr_decay=False, history=history, device=device)
-        done += chunk
-        snapshots.append(_snapshot(model, done, true_score, x_eval, bounds, density_grid, quiver_grid))
-    return snapshots, history
+from ..experiments.snapshots import Snapshot
 
 
 def training_progress_figure(snapshots: Sequence[Snapshot], index: int,

@@ -2,7 +2,7 @@ r"""Lesson 04 panels: Hutchinson's trace estimator and what its variance depends
 
 For random v with E[v v^T] = I, t = (1/M) sum_m v_m^T A v_m is unbiased for tr(A), with variance
 2||B||_F^2 / M (Gaussian v) or 2(||B||_F^2 - sum_i B_ii^2) / M (Rademacher v), B = (A + A^T)/2
-(see :mod:`csm_edu.hutchinson`).
+(see :mod:`csm_edu.trace`).
 
 - :func:`demo_matrix`: a fixed symmetric test matrix whose diagonal share is a knob.
 - :func:`hutchinson_figure` / :func:`hutchinson_panel`: number of projections, kind, diagonal
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .. import checks
-from ..hutchinson import hutchinson_estimates, hutchinson_variance
+from ..trace import hutchinson_estimates, hutchinson_variance
 from .base import interactive_panel
 
 KINDS = ("gaussian", "rademacher")
@@ -52,7 +52,7 @@ def hutchinson_figure(n_projections: int, kind: str = "gaussian", diagonal_share
     shrinks as ``n_projections`` grows; a dashed normal curve with the closed-form variance is
     drawn for comparison (it fits well for large M, by the central limit theorem). The readout
     compares the measured variance with the closed form of
-    :func:`csm_edu.hutchinson.hutchinson_variance`.
+    :func:`csm_edu.trace.hutchinson_variance`.
     """
     checks.one_of(kind, "kind", KINDS)
     n_projections = checks.positive_int(n_projections, "n_projections")

@@ -4,7 +4,7 @@ from typing import List, Sequence
 
 import matplotlib.pyplot as plt
 
-from ..scaling import OBJECTIVE_NAMES
+from ..experiments.scaling import OBJECTIVE_NAMES
 from .base import interactive_panel
 
 COLORS = {"exact SM": "tab:red", "SSM": "tab:orange", "SSM-VR": "tab:olive", "DSM": "tab:blue", "CSM": "tab:green"}
@@ -14,7 +14,7 @@ def scaling_view(rows: List[dict], objectives: Sequence[str] = OBJECTIVE_NAMES, 
                  log_scale: bool = True, memory: bool = False):
     """Plot ms per step (or saved MB with ``memory=True``) against D for the chosen objectives.
 
-    ``rows`` are those of :func:`csm_edu.scaling.measure` or :func:`csm_edu.scaling.read_csv`.
+    ``rows`` are those of :func:`csm_edu.experiments.scaling.measure` or :func:`csm_edu.experiments.scaling.read_csv`.
     Extrapolated points are drawn hollow with a dashed line. Returns (figure, readout), the
     readout giving the exact-SM / CSM and CSM / DSM ratios at the largest D shown.
     """

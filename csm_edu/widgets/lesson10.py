@@ -1,16 +1,17 @@
 r"""Lesson 10 panel: step through autoregressive sampling of an image, pixel by pixel.
 
-:func:`csm_edu.images.sample_images` with ``record=True`` keeps the image after every pixel
+:func:`csm_edu.experiments.images.sample_images` with ``record=True`` keeps the image after every pixel
 (``states``, shape (D + 1, n, D), logit space). :func:`sampling_step_figure` shows, at step t,
 the pixels generated so far (the rest grey and hatched out) and, for the first image, the
 conditional density q(x_d | x_<d) of the pixel d = order[t] that is generated next, obtained by
-integrating the conditional score s_d along x_d (:func:`csm_edu.images.conditional_density_on_grid`),
+integrating the conditional score s_d along x_d (:func:`csm_edu.experiments.images.conditional_density_on_grid`),
 with the value the sampler drew for it. :func:`sampling_panel` wires an IntSlider over t.
 """
 import matplotlib.pyplot as plt
 import torch
 
-from .. import checks, images, viz
+from .. import checks, viz
+from ..experiments import images
 from .base import interactive_panel
 
 

@@ -12,76 +12,16 @@ Part 2. :func:`run_vae_experiment` trains the Gaussian-encoder reference and the
 with each estimator and measures the decoder's importance-sampled test log-likelihood
 (:func:`csm_edu.vae.importance_log_likelihood`); :func:`format_vae_table` prints the table.
 """
-import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import matplotlib.pyplot as plt
-import torch
 
-from .. import checks, metrics, viz
-from .. import distributions as dist
-from .. import score_estimators as S
+from .. import viz
 from .. import vae as V
 from .base import interactive_panel
+from ..experiments.vae_study import ESTIMATOR_NAMES, implicit_target
 
-ESTIMATOR_NAMES = ("Stein", "SSGE", "SSM", "CSM")
 BANANA_BOUNDS = (-4.0, 4.0, -3.0, 5.0)
-
-
-def implicit_target() -> dist.Banana:
-    """The lesson's 2-D implicit distribution: a banana (push-forward of N(0, I)) with an exact score."""
-    return dist.Banana(s=1.2, b=0.5)
-
-
-def make_estimator(name: str, dim: int = 2, cond_dim: int = 0, hidden: int = 64, lr: float = 3e-3,
-                   standardize=False, steps_per_fit: int = 1) -> S.ScoreEstimator:
-    """One of ``ESTIMATOR_NAMES`` with the lesson's settings (Stein eta = 0.1, SSGE threshold 0.98,
-    SSM-VR and CSM networks of width ``hidden``). ``standardize`` (kernel estimators only: False, True / "diagonal",
-    "full") whitens each sample set before the kernel sees it (see the estimators' docstring);
-    ``steps_per_fit`` (networks only): Adam steps per ``fit`` call."""
-    checks.one_of(name, "name", ESTIMATOR_NAMES)
-    if name == "Stein":
-        return S.SteinGradientEstimator(eta=0.1, standardize=standardize)
-    if name == "SSGE":
-        return S.SpectralSteinGradientEstimator(threshold=0.98, standardize=standardize)
-    if name == "SSM":
-        return S.SlicedScoreEstimator(dim, cond_dim, hidden=hidden, lr=lr, steps_per_fit=steps_per_fit)
-    return S.CompositeScoreEstimator(dim, cond_dim, hidden=hidden, context_dim=8, head_hidden=32, lr=lr,
-                                     steps_per_fit=steps_per_fit)
-
-
-def fit_estimators(target=None, sample_sizes: Sequence[int] = (50, 200, 800), names: Sequence[str] = ESTIMATOR_NAMES,
-                   n_steps: int = 300, batch_size: int = 128, n_test: int = 1000, seed: int = 0):
-    """Fit every estimator on the first n samples of one draw of ``target``, for every n in ``sample_sizes``.
-
-    Networks take ``n_steps`` Adam steps on minibatches of their n samples. Returns a dict
-    (name, n) -> {"estimator", "samples", "fisher", "information", "seconds"}: the Fisher divergence
-    1/2 E|s_hat - grad log p|^2 on ``n_test`` fresh samples, and the Fisher information
-    1/2 E|grad log p|^2 (the divergence of the zero field) for scale.
-    """
-    target = target or implicit_target()
-    g = torch.Generator().manual_seed(seed)
-    sizes = [checks.positive_int(n, "sample_sizes", minimum=2) for n in sample_sizes]
-    pool = target.sample(max(sizes), generator=g)
-    x_test = target.sample(checks.positive_int(n_test, "n_test"), generator=g)
-    information = metrics.fisher_divergence(lambda z: torch.zeros_like(z), target, x_test)
-    out = {}
-    for name in names:
-        for n in sizes:
-            torch.manual_seed(seed)
-            est = make_estimator(name, target.dim)
-            z = pool[:n]
-            start = time.perf_counter()
-            if est.amortised:
-                for _ in range(checks.positive_int(n_steps, "n_steps")):
-                    est.fit(z[torch.randint(0, n, (min(batch_size, n),), generator=g)])
-            else:
-                est.fit(z)
-            seconds = time.perf_counter() - start
-            fisher = metrics.fisher_divergence(est.score, target, x_test)
-            out[name, n] = {"estimator": est, "samples": z, "fisher": fisher, "information": information,
-                            "seconds": seconds}
-    return out
 
 
 def estimator_field_figure(fitted: Dict, name: str, n_samples: int, target=None,
@@ -132,81 +72,6 @@ def fisher_table(fitted: Dict) -> str:
 
 # ----------------------------------------------------------------------------- part 2: the VAE
 
-VAE_METHODS = ("Gaussian encoder", "implicit + SSM", "implicit + Stein", "implicit + SSGE", "implicit + CSM")
-
-
-def run_vae_experiment(x_train: torch.Tensor, x_test: torch.Tensor, latent_dims: Sequence[int] = (8, 32),
-                       methods: Sequence[str] = VAE_METHODS, n_steps: int = 2000, batch_size: int = 64,
-                       hidden: Sequence[int] = (256, 256), lr: float = 1e-3, kernel_samples: Optional[int] = None,
-                       network_samples: int = 4, estimator_lr: float = 1e-3, n_importance: int = 1000,
-                       eval_every: int = 0, n_valid: int = 200, seed: int = 0, device=None,
-                       standardize_kernels: bool = True, estimator_steps: int = 5, noise_skip="networks"):
-    """Train one VAE per (latent size, method) and measure its decoder's test log-likelihood.
-
-    Same decoder/encoder widths, Adam schedule and seed for all. Encoder samples per image per step:
-    1 (Gaussian, exact entropy), ``kernel_samples`` (Stein, SSGE: the sample set each estimate uses),
-    ``network_samples`` (SSM, CSM: amortised networks conditioned on x, ``estimator_steps`` Adam steps per VAE step at
-    ``estimator_lr``). ``kernel_samples=None`` means max(16, 2 L) for latent size L: a set of M <= L
-    samples spans at most M - 1 directions, and the implicit encoder collapses along the others
-    unseen (measured: at L = 32 with M = 16 about a third of the directions of q(z|x) shrink to
-    sd ~ 0.01 and the test log-likelihood falls to ~ -44). With ``standardize_kernels`` (default)
-    Stein and SSGE whiten each image's sample set before the kernel sees it (``standardize="full"``
-    when M > L, else per coordinate): a VAE posterior mixes active latents (sigma ~ 0.3) with
-    inactive ones (sigma ~ 1), one median bandwidth gives the narrow directions almost no entropy
-    gradient and they collapse.
-    The networks take ``estimator_steps`` Adam steps per VAE step (default 5): with one, the network
-    lags the encoder, under-estimates the score of a shrinking q(z|x) (whose score grows like
-    1/sigma), the entropy gradient vanishes and the encoder collapses to a point (measured on a
-    Gaussian encoder trained through the estimator, whose true score is known).
-    ``noise_skip`` gives implicit encoders a linear noise path (:class:`csm_edu.vae.ImplicitEncoder`):
-    ``"networks"`` (default) only those trained with SSM / CSM, ``True`` all, ``False`` none. Reason:
-    the plain MLP([x, eps]) starts near a point (sd ~ 0.005-0.05, score ~ 1/sd ~ 100s), which a
-    score network starting near zero output with ordinary weights does not catch up with; it returns
-    about half of the entropy gradient and at L = 32 the encoder stays collapsed (digits, 1500 steps:
-    ~10% of the directions of q(z|x) at sd 0.03-0.1, Stein's identity E[s^T (z - m)] = -L met at
-    about -15 of -32; SSM -21.0 / -20.7 / -23.2 for seeds 0 / 1 / 2 and CSM -20.2 without the skip,
-    SSM -17.3 / -17.3 / -17.4 and CSM -17.8 with it; L = 8 unchanged or better: SSM -17.0 -> -16.9,
-    CSM -17.0 -> -16.9). The whitened kernel estimators are
-    affine-equivariant, so a near-point start does not hurt them, and a unit-spread start did
-    (whitened Stein, L = 32: -18.0 without, -25.7 with): they keep the plain encoder.
-    Test log-likelihood: :func:`csm_edu.vae.importance_log_likelihood` with
-    K = ``n_importance`` and its default proposal. With ``eval_every`` the curve of the IS
-    log-likelihood (K = 100) on the first ``n_valid`` test images is recorded.
-    Returns ``(rows, histories, models)``; rows hold latent, method, log_lik, seconds, ms_per_step.
-    """
-    x_train = checks.as_batch(x_train, "x_train")
-    x_test = checks.as_batch(x_test, "x_test", dim=x_train.shape[1])
-    if not (isinstance(noise_skip, bool) or noise_skip == "networks"):
-        raise ValueError(f"noise_skip must be True, False or 'networks', got {noise_skip!r}")
-    data_dim = x_train.shape[1]
-    rows, histories, models = [], {}, {}
-    for latent in latent_dims:
-        for method in methods:
-            checks.one_of(method, "method", VAE_METHODS)
-            torch.manual_seed(seed)
-            if method == "Gaussian encoder":
-                vae, est, m = V.make_vae("gaussian", data_dim, latent, hidden), None, 1
-            else:
-                name = method.split("+ ")[1]
-                skip = noise_skip is True or (noise_skip == "networks" and name in ("SSM", "CSM"))
-                vae = V.make_vae("implicit", data_dim, latent, hidden, noise_skip=skip)
-                if name in ("Stein", "SSGE"):
-                    m = max(16, 2 * latent) if kernel_samples is None else kernel_samples
-                else:
-                    m = network_samples
-                standardize = ("full" if m > latent else "diagonal") if standardize_kernels else False
-                est = make_estimator(name, latent, cond_dim=data_dim, hidden=128, lr=estimator_lr,
-                                     standardize=standardize, steps_per_fit=estimator_steps)
-            hist = V.train_vae(vae, x_train, est, n_steps=n_steps, batch_size=batch_size, n_samples=m, lr=lr,
-                               seed=seed, x_valid=x_test[:n_valid] if eval_every else None, eval_every=eval_every,
-                               device=device)
-            torch.manual_seed(seed + 1)
-            log_lik = float(V.importance_log_likelihood(vae, x_test, n_importance).mean())
-            rows.append({"latent": latent, "method": method, "log_lik": log_lik, "seconds": hist.seconds,
-                         "ms_per_step": 1000 * hist.seconds / n_steps})
-            histories[latent, method] = hist
-            models[latent, method] = vae.cpu()
-    return rows, histories, models
 
 
 def format_vae_table(rows: List[dict], baseline: Optional[float] = None) -> str:

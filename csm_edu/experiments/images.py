@@ -5,13 +5,13 @@ denoising and anomaly detection, for digits, MNIST, CIFAR-10 and CelebA.
 k in {0, ..., L-1} (L = 17 for the 8x8 digits, 256 for MNIST, CIFAR-10, CelebA;
 :func:`load_integers`). The continuous models (AR-CSM, GaussianMADE) see uniformly dequantised
 pixels y = (k + u) / L in logit space z = logit(lam + (1 - 2 lam) y) with lam = 0.05
-(``LOGIT_LAMBDA``, the convention of :mod:`csm_edu.scaling`); every such z lies in
+(``LOGIT_LAMBDA``, the convention of :mod:`csm_edu.experiments.scaling`); every such z lies in
 |z| <= logit(0.975) = 2.94 < 3, so the AR-CSM density normalised by quadrature on the box
 ``BOUNDS`` = (-3, 3)^D is a proper density there. Their bits/dim,
 
 .. math:: \mathrm{bpd} = -\frac{\log p_Z(z) + \log|\det dz/dy|}{D\log 2} + \log_2 L,
 
-(:func:`csm_edu.data.images.bits_per_dim`) is that of the dequantised integers k + u, an upper
+(:func:`csm_edu.data.image_data.bits_per_dim`) is that of the dequantised integers k + u, an upper
 bound on a discrete model's. The PixelCNN++ baseline is a discrete model of the same integers k,
 bpd = -log2 P(k) / D. All numbers are therefore bits per pixel integer, with the same L; a
 uniform model scores log2 L (4.09 for digits, 8 for bytes).
@@ -26,18 +26,18 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
-from . import checks, config, objectives
-from .benchmark import time_per_step
-from .data import images as image_data
-from .denoise import tweedie_denoise
-from .metrics import auroc
-from .models import ARCSM, GaussianMADE
-from .models.arcsm import AutoregressiveScoreModel
-from .models.pixelcnn import PixelCNNContext, PixelCNNPP
-from .quadrature import arcsm_log_prob, joint_score
-from .sampling import autoregressive_langevin
-from .scaling import DIGITS_BOUNDS, DIGITS_LOGIT_LAMBDA
-from .train import History, fit
+from .. import checks, config, objectives
+from .timing import time_per_step
+from ..data import image_data
+from ..denoise import tweedie_denoise
+from ..metrics import auroc
+from ..models import ARCSM, GaussianMADE
+from ..models.arcsm import AutoregressiveScoreModel
+from ..models.pixelcnn import PixelCNNContext, PixelCNNPP
+from ..quadrature import arcsm_log_prob, joint_score
+from ..sampling import autoregressive_langevin
+from .stability import DIGITS_BOUNDS, DIGITS_LOGIT_LAMBDA
+from ..train import History, fit
 
 DATASETS = ("digits", "mnist", "cifar10", "celeba")
 MODES = ("cpu_quick", "cpu_full", "gpu")
@@ -134,7 +134,7 @@ def load_integers(dataset: str, split: str = "train", n: Optional[int] = None, s
     """Integer pixels ``k`` (int64, ``(n, C, H, W)``, values 0..L-1) and labels of a data set split.
 
     digits: scikit-learn's 8x8 digits (split by ``seed``, 1438/359); mnist: the committed subset
-    or the full set (:func:`csm_edu.data.images.load_mnist`); cifar10 / celeba: the downloaded
+    or the full set (:func:`csm_edu.data.image_data.load_mnist`); cifar10 / celeba: the downloaded
     files (FileNotFoundError with the download command when absent).
     """
     dataset = checks.one_of(dataset, "dataset", DATASETS)
@@ -316,7 +316,7 @@ def markdown_table(table: Dict[str, float], value: str = "test bits/dim") -> str
 
 
 def images_per_second(model, loss_fn: Callable, x: torch.Tensor, repeats: int = 3) -> float:
-    """Training throughput: batch size / median time of one loss + backward step (:func:`csm_edu.benchmark.time_per_step`)."""
+    """Training throughput: batch size / median time of one loss + backward step (:func:`csm_edu.experiments.timing.time_per_step`)."""
     ms = time_per_step(loss_fn, model, x, repeats=repeats, warmup=1)
     return len(x) / (ms / 1000.0)
 

@@ -16,7 +16,7 @@ from typing import Callable, Dict, Optional, Sequence
 
 import torch
 
-from . import checks, config
+from .. import checks, config
 
 LossFn = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
 STATISTICS = {"median": statistics.median, "min": min}

@@ -1,0 +1,158 @@
+r"""Lesson 08 (Autoregressive Energy Machines): the normaliser experiment, its panel, and the comparison.
+
+**Why 1-D normalisation is tractable.** The target is a product of D bimodal 1-D densities,
+p(x) = prod_d m(x_d), m = 1/2 N(-mu, s^2) + 1/2 N(mu, s^2) (so Z = 1, log Z = 0), and the
+proposal a broad Gaussian q = N(0, tau^2 I). With the same budget of S x D proposal numbers:
+
+- *joint* importance sampling, S draws of the D-dim vector:
+  log Z_hat = logsumexp_s sum_d log(m(x_sd) / q(x_sd)) - log S;
+- *autoregressive* (what an AEM does), one 1-D estimate per dimension, summed:
+  log Z_hat = sum_d [logsumexp_s log(m(x_sd) / q(x_sd)) - log S].
+
+The joint weights are products of D factors, so their variance grows like (1 + v)^D - 1
+(v = Var_q of one factor): the log estimate's bias (Jensen) and spread grow about linearly in D
+and soon the largest weight is all of the sum. The autoregressive estimate adds D independent
+small errors: bias D b_1 and standard deviation sqrt(D) sigma_1, both with the 1-D values b_1,
+sigma_1 ~ 1/S. :func:`normaliser_spread` measures both; :func:`normaliser_spread_figure` draws them.
+"""
+import functools
+import math
+from typing import Dict, Optional, Sequence
+import numpy as np
+import torch
+from .. import checks, objectives, train
+from ..models import AEM, AEMLoss, ARCSM, MixtureMADE
+from ..models.aem import importance_log_normaliser
+
+MODE, MODE_STD, PROPOSAL_STD = 1.5, 0.5, 1.6      # m = 1/2 N(-1.5, 0.5^2) + 1/2 N(1.5, 0.5^2); q = N(0, 1.6^2)
+DIMS = (1, 2, 4, 8, 16, 32, 64)
+SAMPLE_SIZES = (1, 4, 16, 64, 256)
+
+
+
+def _log_normal(x, mean, std):
+    return -0.5 * ((x - mean) / std) ** 2 - math.log(std) - 0.5 * math.log(2 * math.pi)
+
+
+def _log_ratio(x):
+    """log m(x) - log q(x), elementwise: the 1-D log importance weight (m normalised, so E_q[w] = 1)."""
+    log_m = torch.logaddexp(_log_normal(x, -MODE, MODE_STD), _log_normal(x, MODE, MODE_STD)) - math.log(2.0)
+    return log_m - _log_normal(x, 0.0, PROPOSAL_STD)
+
+
+def normaliser_spread(dim: int, n_samples: int, n_repeats: int = 300, seed: int = 0) -> Dict[str, np.ndarray]:
+    r"""Measured log Z_hat - log Z (log Z = 0) of the joint and the autoregressive estimator, ``n_repeats`` times.
+
+    Returns {"joint": (R,), "autoregressive": (R,)} NumPy arrays; both estimators use the same
+    S x D proposal draws in each repeat (see the module docstring).
+    """
+    dim = checks.positive_int(dim, "dim")
+    n_samples = checks.positive_int(n_samples, "n_samples")
+    n_repeats = checks.positive_int(n_repeats, "n_repeats", minimum=2)
+    g = torch.Generator().manual_seed(seed)
+    x = PROPOSAL_STD * torch.randn(n_repeats, n_samples, dim, generator=g)
+    log_w = _log_ratio(x)                                                   # (R, S, D)
+    zeros = torch.zeros(())
+    joint = importance_log_normaliser(log_w.sum(-1), zeros.expand(n_repeats, n_samples))
+    per_dim = importance_log_normaliser(log_w.transpose(1, 2), zeros.expand(n_repeats, dim, n_samples))
+    return {"joint": joint.numpy(), "autoregressive": per_dim.sum(-1).numpy()}
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_spread_rows(n_samples, dims, n_repeats, seed):
+    return tuple(spread_against_dimension(n_samples, dims, n_repeats, seed))
+
+
+def spread_against_dimension(n_samples: int, dims: Sequence[int] = DIMS, n_repeats: int = 300, seed: int = 0):
+    """Bias (mean of log Z_hat - log Z) and standard deviation of both estimators for each D in ``dims``."""
+    rows = []
+    for d in dims:
+        est = normaliser_spread(d, n_samples, n_repeats, seed)
+        rows.append({"dim": d, **{f"{k}_{stat}": float(getattr(np, stat)(v)) for k, v in est.items()
+                                  for stat in ("mean", "std")}})
+    return rows
+
+
+def train_comparison(x: torch.Tensor, n_steps: int, batch_size: int = 256, lr: float = 3e-3, hidden: int = 64,
+                     n_components: int = 10, n_samples: int = 20, warmup_steps: Optional[int] = None,
+                     background: float = 0.05, seed: int = 0, models: Sequence[str] = ("AEM", "AR-CSM", "MixtureMADE")):
+    """Train the AEM (:class:`~csm_edu.models.AEMLoss`, alpha warmed up over ``warmup_steps``,
+    default n_steps // 5), AR-CSM (composite score matching with ``background``, as in lesson 07)
+    and MixtureMADE (maximum likelihood) with the same ResMADE size and Adam schedule.
+
+    Returns ``(models, histories)``, dicts keyed by name; ``histories[name].ms_per_step`` is the
+    measured training time per step.
+    """
+    x = checks.as_batch(x, "x")
+    dim = x.shape[1]
+    n_steps = checks.positive_int(n_steps, "n_steps")
+    warmup_steps = n_steps // 5 if warmup_steps is None else warmup_steps
+    plan = {
+        "AEM": (lambda: AEM(dim, n_components, hidden=hidden, n_samples=n_samples), AEMLoss(warmup_steps)),
+        "AR-CSM": (lambda: ARCSM(dim, hidden=hidden, head_hidden=hidden),
+                   lambda m, b: objectives.composite_score_matching(m, b, background=background)),
+        "MixtureMADE": (lambda: MixtureMADE(dim, n_components, hidden=hidden), objectives.negative_log_likelihood),
+    }
+    built, histories = {}, {}
+    for name in models:
+        checks.one_of(name, "model name", tuple(plan))
+        build, loss = plan[name]
+        torch.manual_seed(seed)
+        built[name] = build()
+        histories[name] = train.fit(built[name], loss, x, n_steps=n_steps, batch_size=batch_size, lr=lr,
+                                    seed=seed, progress=False, device="cpu")
+    return built, histories
+
+
+def compare_log_likelihoods(models: Dict[str, torch.nn.Module], histories, x_test: torch.Tensor, target=None,
+                            n_importance: int = 1000, bounds: Sequence[float] = (-6.0, 6.0), n_nodes: int = 256,
+                            seed: int = 0):
+    """One row per model: test log-likelihood, its standard error over test points, how it was
+    computed, and ms per training step. AEM: importance sampling with ``n_importance`` samples per
+    conditional (biased up, ~1/S); AR-CSM: 1-D quadrature (:func:`csm_edu.quadrature.arcsm_log_prob`);
+    MixtureMADE: exact. After the AEM, a row for its proposal q alone (exact); a last row holds
+    the true density when ``target`` is given."""
+    from ..quadrature import arcsm_log_prob
+    x_test = checks.as_batch(x_test, "x_test")
+    rows = []
+    for name, model in models.items():
+        with torch.no_grad():
+            if isinstance(model, AEM):
+                values, how = model.log_prob(x_test, n_importance, generator=torch.Generator().manual_seed(seed)), \
+                    f"importance sampling, S={n_importance}"
+            elif isinstance(model, ARCSM):
+                values, how = arcsm_log_prob(model, x_test, bounds=bounds, n_nodes=n_nodes), f"quadrature, {n_nodes} nodes"
+            else:
+                values, how = model.log_prob(x_test), "exact"
+        values = values.double()
+        rows.append({"model": name, "log_lik": float(values.mean()),
+                     "stderr": float(values.std() / math.sqrt(len(values))), "how": how,
+                     "ms_per_step": histories[name].ms_per_step if name in histories else float("nan")})
+        if isinstance(model, AEM):   # the proposal alone is a mixture MADE with an exact likelihood
+            values = model.proposal_log_prob(x_test).double()
+            rows.append({"model": f"{name} proposal", "log_lik": float(values.mean()),
+                         "stderr": float(values.std() / math.sqrt(len(values))), "how": "exact",
+                         "ms_per_step": float("nan")})
+    if target is not None:
+        values = target.log_prob(x_test).double()
+        rows.append({"model": "true density", "log_lik": float(values.mean()),
+                     "stderr": float(values.std() / math.sqrt(len(values))), "how": "exact", "ms_per_step": float("nan")})
+    return rows
+
+
+def importance_bias_curve(model: AEM, x: torch.Tensor, sample_sizes: Sequence[int] = (1, 4, 16, 64, 256),
+                          reference_samples: int = 4096, n_repeats: int = 5, seed: int = 0):
+    r"""Mean AEM log-likelihood on ``x`` for each S in ``sample_sizes`` minus that at ``reference_samples``.
+
+    The difference is the Jensen bias of the importance-sampled normaliser (positive: log p_hat
+    is too high). Returns ``(sizes, bias, spread)``, spread the std over ``n_repeats`` seeds.
+    """
+    x = checks.as_batch(x, "x", dim=model.dim)
+    reference = model.log_likelihood(x, reference_samples, generator=torch.Generator().manual_seed(seed))[0]
+    bias, spread = [], []
+    for s in sample_sizes:
+        vals = [model.log_likelihood(x, s, generator=torch.Generator().manual_seed(seed + 1 + r))[0]
+                for r in range(n_repeats)]
+        bias.append(float(np.mean(vals)) - reference)
+        spread.append(float(np.std(vals)))
+    return list(sample_sizes), bias, spread
