@@ -33,7 +33,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from . import checks, objectives
+from . import checks, objectives, train
 from .models.arcsm import ARCSM
 from .models.mlp import mlp
 from .quadrature import joint_score
@@ -298,6 +298,7 @@ class _NetworkEstimator(ScoreEstimator):
         self.lr = checks.positive(lr, "lr")
         self.steps_per_fit = checks.positive_int(steps_per_fit, "steps_per_fit")
         self.optimizer = torch.optim.Adam(self.module.parameters(), lr=self.lr)
+        self.generator = torch.Generator().manual_seed(0)
         self.loss_history = []
 
     def _rows(self, z, y):
@@ -309,19 +310,27 @@ class _NetworkEstimator(ScoreEstimator):
     def loss(self, z, y=None) -> torch.Tensor:
         raise NotImplementedError
 
-    def fit(self, samples, y=None, n_steps: Optional[int] = None):
-        """``n_steps`` (default ``steps_per_fit``) Adam steps of the estimator's loss on (samples, y)."""
+    def fit(self, samples, y=None, *, steps: Optional[int] = None):
+        """``steps`` (default ``steps_per_fit``) full-batch Adam steps of the estimator's loss on (samples, y).
+
+        Runs :func:`csm_edu.train.fit` with the estimator's own optimiser (so its moments carry
+        on across calls) at a constant ``lr``; the estimator's generator (seeded 0 at
+        construction) drives the loss's noise, a fresh stream per call.
+        """
         z, y = self._rows(samples, y)
-        n_steps = self.steps_per_fit if n_steps is None else checks.positive_int(n_steps, "n_steps")
+        steps = self.steps_per_fit if steps is None else checks.positive_int(steps, "steps")
+        data = z if y is None else torch.cat([z, y], 1)
+        dim = self.dim
+
+        def loss_fn(module, rows):
+            return self.loss(rows[:, :dim], None if y is None else rows[:, dim:])
+        try:
+            run = train.fit(self.module, loss_fn, data, steps=steps, batch_size=None, optimizer=self.optimizer,
+                            lr_decay=False, generator=self.generator, progress=False, device=z.device)
+        except FloatingPointError as err:
+            raise FloatingPointError(f"{self.name} estimator {err} (now lr {self.lr:g})") from None
+        self.loss_history.extend(run.loss)
         self.module.train()
-        for _ in range(n_steps):
-            loss = self.loss(z, y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{self.name} estimator loss became {float(loss)}; lower lr (now {self.lr:g})")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.loss_history.append(loss.item())
         return self
 
 
@@ -424,8 +433,3 @@ def joint_score_from_conditionals(model, z: torch.Tensor, y: Optional[torch.Tens
     spread = spread.clamp_min(1e-2) * float(margin)
     return joint_score(model, z, (z.min(0).values - spread, z.max(0).values + spread), n_nodes, y)
 
-
-def kernel_estimator(name: str, **kwargs) -> ScoreEstimator:
-    """``"stein"`` or ``"ssge"`` by name (keyword arguments go to the class)."""
-    checks.one_of(name, "name", ("stein", "ssge"))
-    return SteinGradientEstimator(**kwargs) if name == "stein" else SpectralSteinGradientEstimator(**kwargs)

@@ -1,115 +1,362 @@
-"""A small, explicit training loop shared by every lesson.
+"""The one training loop of the kit, and its checkpoints.
 
-``fit(model, loss_fn, data, ...)`` runs Adam on minibatches drawn from ``data`` and returns a
-``History`` with the loss per step and the time per step. ``loss_fn(model, batch)`` returns a
-scalar tensor, e.g. ``lambda m, x: objectives.sliced_score_matching(m.score, x)``.
+``fit(model, loss_fn, data, *, steps, ...)`` takes ``steps`` optimiser steps (Adam by default)
+on minibatches drawn from ``data`` and returns a :class:`History` (loss per step, training
+time). ``loss_fn(model, batch)`` returns a scalar tensor whose gradient is wanted, e.g.
+``lambda m, x: objectives.sliced_score_matching(m.score, x)``. Everything that trains in the kit
+(the lessons, the VAE, the network score estimators, lesson 03's snapshots) goes through it;
+what the others needed (their own optimiser, per-step evaluations) enters through
+``optimizer`` and ``callbacks``.
+
+Randomness: the minibatch indices come from ``generator``; so does the seed of the random stream
+that ``loss_fn`` and the model draw their noise from (projections, DSM noise, dropout), which
+``fit`` runs in a forked copy of PyTorch's global RNG (:func:`csm_edu.config.seeded`), so the
+caller's global stream is untouched and a run is reproducible from its generator alone.
+
+Checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`) are written atomically
+(:func:`csm_edu.files.atomic_write`) and read with ``weights_only=True``: they hold tensors,
+numbers and strings only, never code.
 """
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Union
+from typing import Callable, Iterable, List, Optional, Union
 
 import torch
 from tqdm.auto import tqdm
 
-from . import checks, config
+from . import checks, config, files
+
+CHECKPOINT_FORMAT = "csm_edu.train.checkpoint/1"
 
 
 @dataclass
 class History:
-    """Loss per step, wall time, and the settings of one ``fit`` run."""
+    """Loss per step, training time (callbacks and checkpoint writes excluded) and settings of ``fit`` runs."""
 
     loss: List[float] = field(default_factory=list)
     seconds: float = 0.0
-    n_steps: int = 0
+    steps: int = 0
     batch_size: int = 0
 
     @property
     def ms_per_step(self) -> float:
-        return 1000 * self.seconds / max(self.n_steps, 1)
-
-    def smoothed(self, window: int = 50) -> List[float]:
-        """Running mean of the loss over ``window`` steps (for plotting)."""
-        out, total = [], 0.0
-        for i, v in enumerate(self.loss):
-            total += v
-            if i >= window:
-                total -= self.loss[i - window]
-            out.append(total / min(i + 1, window))
-        return out
+        return 1000 * self.seconds / max(self.steps, 1)
 
 
-def fit(model: torch.nn.Module, loss_fn: Callable, data: torch.Tensor, n_steps: int = 1000,
-        batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 0.0, seed: int = 0,
-        device: Optional[Union[str, torch.device]] = None, clip_grad: Optional[float] = None,
-        progress: bool = True, lr_decay: bool = True, history: Optional[History] = None,
-        checkpoint: Optional[Union[str, Path]] = None) -> History:
-    """Train ``model`` for ``n_steps`` Adam steps on random minibatches of ``data``.
+# ----------------------------------------------------------------------------- checkpoints
 
-    - ``seed`` fixes the minibatch order and any randomness inside ``loss_fn``.
-    - ``device`` defaults to :func:`csm_edu.config.device`; model and data are moved there.
-    - ``clip_grad`` clips the global gradient norm (useful for exact/sliced SM early on).
-    - ``lr_decay`` anneals the learning rate with a cosine schedule to 0.05 lr.
-    - ``history`` continues an earlier History; ``checkpoint`` saves the weights at the end.
-    A non-finite loss stops training with an error that suggests a smaller ``lr``.
+def _state_dict(module: torch.nn.Module) -> dict:
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def save_checkpoint(model: torch.nn.Module, path: Union[str, Path], *, optimizer=None, scheduler=None,
+                    step: int = 0, generator: Optional[torch.Generator] = None,
+                    history: Optional[History] = None, loss_rng: Optional[torch.Tensor] = None) -> Path:
+    """Write model weights (and, for resuming, the optimiser, scheduler, step, RNG states, History) to ``path``.
+
+    The file appears whole or not at all: it is written to a temporary file in the same folder,
+    flushed to disk and renamed onto ``path`` (a kill or a full disk mid-save leaves the
+    previous checkpoint as it was). Everything is tensors, numbers, strings, lists and dicts, so
+    :func:`load_checkpoint` reads it with ``weights_only=True``.
     """
-    n_steps = checks.positive_int(n_steps, "n_steps")
-    batch_size = checks.positive_int(batch_size, "batch_size")
-    lr = checks.positive(lr, "lr")
-    if not isinstance(data, torch.Tensor) or data.dim() < 2:
-        raise ValueError("data must be a tensor of shape (n, D) or (n, C, H, W)")
-    if not torch.isfinite(data).all():
-        raise ValueError("data contains NaN or inf; clean it before training")
-    dev = torch.device(device) if device is not None else config.device()
-    model.to(dev)
-    data = data.to(dev)
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, n_steps, eta_min=0.05 * lr)
-                 if lr_decay else None)
-    history = history if history is not None else History(batch_size=batch_size)
-    model.train()
-    start = time.perf_counter()
-    bar = tqdm(range(n_steps), disable=not progress, leave=False, mininterval=0.5)
-    for step in bar:
-        idx = torch.randint(0, data.shape[0], (min(batch_size, data.shape[0]),), generator=generator)
-        loss = loss_fn(model, data[idx.to(dev)])
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"loss became {loss.item()} at step {step}; lower lr (now {lr:g}) or set clip_grad=1.0")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip_grad is not None:
-            torch.nn.utils.clip_grad_norm_(params, clip_grad)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        history.loss.append(loss.item())
-        if progress and step % 50 == 0:
-            bar.set_postfix(loss=f"{history.loss[-1]:.4f}")
-    history.seconds += time.perf_counter() - start
-    history.n_steps += n_steps
-    model.eval()
-    if checkpoint is not None:
-        save_checkpoint(model, checkpoint)
-    return history
-
-
-def save_checkpoint(model: torch.nn.Module, path: Union[str, Path]) -> Path:
-    """Save the model's ``state_dict`` (tensors only) to ``path``."""
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "model": _state_dict(model),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "step": int(step),
+        "generator": generator.get_state() if generator is not None else None,
+        "loss_rng": loss_rng,
+        "history": asdict(history) if history is not None else None,
+    }
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+    with files.atomic_write(path) as f:
+        torch.save(state, f)
     return path
 
 
-def load_checkpoint(model: torch.nn.Module, path: Union[str, Path]) -> torch.nn.Module:
-    """Load weights saved by :func:`save_checkpoint` (``weights_only=True``: no code is unpickled)."""
+def _read_checkpoint(path: Union[str, Path]) -> dict:
     path = Path(path)
     if not path.exists():
-        raise ValueError(f"checkpoint {str(path)!r} does not exist; train first or fix the path")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist; train first (fit(..., checkpoint=...)) "
+                                "or fix the path")
+    if path.is_dir():
+        raise ValueError(f"checkpoint {str(path)!r} is a folder; give the checkpoint file inside it")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, text file, foreign pickle: PyTorch's message would advise weights_only=False
+        raise ValueError(f"checkpoint {str(path)!r} cannot be read ({type(err).__name__}: it is truncated, corrupt "
+                         "or not a PyTorch checkpoint); retrain to write it again, or fix the path") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {str(path)!r} holds a {type(state).__name__}, not a model's weights; "
+                         "retrain to write it with train.save_checkpoint, or fix the path")
+    if state.get("format") != CHECKPOINT_FORMAT:       # a bare state_dict (older checkpoints, shipped weights)
+        state = {"format": None, "model": state, "optimizer": None, "scheduler": None, "step": 0,
+                 "generator": None, "loss_rng": None, "history": None}
+    return state
+
+
+def _load_model_state(model: torch.nn.Module, weights: dict, path: Union[str, Path]) -> None:
+    if not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise ValueError(f"checkpoint {str(path)!r} does not hold a model's weights (tensors by name); "
+                         "retrain to write it with train.save_checkpoint, or fix the path")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in weights and weights[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = ([f"missing in the checkpoint: {', '.join(missing[:8])}"] if missing else []) + \
+                ([f"not in the model: {', '.join(unexpected[:8])}"] if unexpected else []) + \
+                ([f"shapes differ: {'; '.join(shapes[:8])}"] if shapes else [])
+        raise ValueError(f"checkpoint {str(path)!r} was written by a model of another shape "
+                         f"({type(model).__name__} here); " + " | ".join(parts) +
+                         ". Build the model with the shape the checkpoint expects, or retrain and save again")
+    model.load_state_dict(weights)
+
+
+def load_checkpoint(model: torch.nn.Module, path: Union[str, Path]) -> torch.nn.Module:
+    """Load the weights in ``path`` (written by :func:`save_checkpoint` or a bare ``state_dict``) into ``model``.
+
+    Read with ``weights_only=True`` (no code is unpickled). A missing file raises
+    ``FileNotFoundError``; a truncated, corrupt or foreign file, or weights of another model shape
+    (the mismatched names and shapes are listed), raise ``ValueError`` naming the file and the fix.
+    To continue training from a checkpoint use ``fit(..., checkpoint=path, resume=True)``.
+    """
+    _load_model_state(model, _read_checkpoint(path)["model"], path)
     return model
+
+
+# ----------------------------------------------------------------------------- input checks
+
+def resolve_device(device: Optional[Union[str, torch.device]] = None) -> torch.device:
+    """``device`` (or :func:`csm_edu.config.device` when None) as a ``torch.device`` that exists here.
+
+    ValueError naming ``device`` (or ``CSM_EDU_DEVICE``) for a name PyTorch does not know or a
+    device this machine does not have.
+    """
+    name = "device"
+    if device is None:
+        name = "CSM_EDU_DEVICE"
+        try:
+            device = config.device()
+        except RuntimeError as err:
+            raise ValueError(f"CSM_EDU_DEVICE={os.environ.get('CSM_EDU_DEVICE')!r} is not a device name ({err}); "
+                             "set it to 'cpu' or 'cuda' (or unset it)") from None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"{name} {device!r} is not a device name ({err}); use 'cpu', 'cuda' or 'cuda:0'") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (dev.index is not None and dev.index >= count):
+            raise ValueError(f"{name} {str(dev)!r} does not exist here ({count} CUDA device(s) visible); "
+                             "use 'cpu'" + (" or 'cuda:0'" if count else ""))
+    elif dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ValueError(f"{name} 'mps' does not exist here; use 'cpu'")
+    elif dev.type != "cpu":
+        raise ValueError(f"{name} {str(dev)!r} is not supported by the kit; use 'cpu' or 'cuda'")
+    return dev
+
+
+def _check_loss(loss, step: int) -> torch.Tensor:
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(f"loss_fn must return a torch tensor (a scalar with a gradient), got {type(loss).__name__}; "
+                        "compute the loss with torch operations, not NumPy or float()")
+    if loss.numel() != 1:
+        raise ValueError(f"loss_fn must return a scalar, got a tensor of shape {tuple(loss.shape)}; "
+                         "reduce it, e.g. with .mean()")
+    if not loss.requires_grad:
+        raise ValueError("loss_fn returned a tensor without a gradient (computed under torch.no_grad(), from "
+                         ".detach()ed values or not from the model's parameters); return the differentiable loss")
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr or set clip_grad=1.0")
+    return loss.reshape(())
+
+
+def _is_shape_error(err: Exception) -> bool:
+    text = str(err).lower()
+    return any(word in text for word in ("shape", "size", "dimension", "width", "columns"))
+
+
+def _build(obj, arg, default, kind):
+    """An optimiser/scheduler: ``default()`` for None, ``obj`` if it is an instance, ``obj(arg)`` for a factory."""
+    if obj is None:
+        return default()
+    if isinstance(obj, kind):
+        return obj
+    if callable(obj):
+        built = obj(arg)
+        if not isinstance(built, kind):
+            raise TypeError(f"the {kind.__name__} factory returned {type(built).__name__}, not a {kind.__name__}")
+        return built
+    raise TypeError(f"expected a {kind.__name__} or a function building one, got {type(obj).__name__}")
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def fit(model: torch.nn.Module, loss_fn: Callable, data: torch.Tensor, *, steps: int,
+        batch_size: Optional[int] = 256, lr: float = 1e-3, optimizer=None, scheduler=None,
+        lr_decay: bool = True, weight_decay: float = 0.0, clip_grad: Optional[float] = None,
+        callbacks: Iterable[Callable] = (), generator: Optional[torch.Generator] = None,
+        checkpoint: Optional[Union[str, Path]] = None, checkpoint_every: Optional[int] = None,
+        resume: bool = False, progress: bool = True, device: Optional[Union[str, torch.device]] = None,
+        history: Optional[History] = None) -> History:
+    r"""Train ``model`` for ``steps`` optimiser steps of ``loss_fn`` on minibatches of ``data``.
+
+    Each step draws ``batch_size`` row indices uniformly with replacement from ``generator``
+    (``batch_size=None``: the whole of ``data`` every step, nothing drawn), computes
+    ``loss = loss_fn(model, batch)`` (a differentiable scalar tensor), and takes one step of
+    the optimiser on its gradient.
+
+    - ``optimizer``: None for ``Adam(lr, weight_decay)``; an optimiser instance (used as is, its
+      state carried on, e.g. across calls) or a factory ``params -> optimiser``.
+    - ``scheduler``: None for a cosine from ``lr`` to 0.05 ``lr`` over ``steps`` when
+      ``lr_decay`` (else a constant rate); an instance, or a factory ``optimizer -> scheduler``;
+      stepped once per optimiser step.
+    - ``clip_grad`` clips the global gradient norm (useful for exact/sliced SM early on).
+    - ``callbacks``: each is called as ``callback(step, model, history)`` after every step,
+      ``step`` = steps done in this call (1..steps), e.g. to record snapshots or evaluations
+      every k steps; their time is not counted in ``history.seconds``.
+    - ``generator``: the source of all randomness (default ``torch.Generator().manual_seed(0)``,
+      so a run is reproducible). Minibatch indices are drawn from it; ``loss_fn`` and the model
+      draw their noise from PyTorch's global RNG, which ``fit`` runs in a forked copy seeded
+      once from ``generator`` (:func:`csm_edu.config.seeded`): the caller's global stream is
+      left untouched and nothing is reseeded globally.
+    - ``checkpoint``: a file path, checked writable before training starts. The full training
+      state (weights, optimiser and scheduler state, step, both RNG states, History) is written
+      atomically every ``checkpoint_every`` steps and after the last step (only at the end if
+      ``checkpoint_every`` is None). With ``resume=True`` an existing checkpoint is loaded and
+      training continues from its step up to ``steps`` in total (a fresh start when the file
+      does not exist yet); an interrupted run resumed this way ends with exactly the parameters
+      of an uninterrupted run, provided ``loss_fn`` keeps no state of its own across steps.
+    - ``device`` defaults to :func:`csm_edu.config.device`; model and data are moved there.
+    - ``history`` continues an earlier History (appends to it); with ``resume`` the
+      checkpoint's History is continued instead.
+    - ``progress`` shows a tqdm bar with the current loss.
+
+    Bad input raises ValueError/TypeError naming it: empty or non-finite ``data``, ``data`` whose
+    width does not fit the model, a device that does not exist here, a ``loss_fn`` returning a
+    NumPy value, a non-scalar or a tensor without gradient. A non-finite loss stops training
+    with FloatingPointError suggesting a smaller ``lr``.
+    """
+    steps = checks.positive_int(steps, "steps")
+    if batch_size is not None:
+        batch_size = checks.positive_int(batch_size, "batch_size")
+    lr = checks.positive(lr, "lr")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be a function (model, batch) -> scalar tensor, got {type(loss_fn).__name__}")
+    if not isinstance(data, torch.Tensor) or data.dim() < 2:
+        raise ValueError("data must be a tensor of shape (n, D) or (n, C, H, W)")
+    if data.shape[0] == 0:
+        raise ValueError(f"data is empty (shape {tuple(data.shape)}); give at least one row to train on")
+    if not torch.isfinite(data).all():
+        raise ValueError("data contains NaN or inf; clean it before training")
+    model_dim = getattr(model, "dim", None)
+    conditional = bool(getattr(model, "cond_dim", 0))      # then the loss splits each row into (x, y)
+    if data.dim() == 2 and isinstance(model_dim, int) and not conditional and data.shape[1] != model_dim:
+        raise ValueError(f"data has {data.shape[1]} columns but the model was built for dim={model_dim}; "
+                         f"give data of shape (n, {model_dim}) or build the model with dim={data.shape[1]}")
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        if not callable(cb):
+            raise TypeError(f"callbacks must be functions (step, model, history), got {type(cb).__name__}")
+    if checkpoint_every is not None:
+        checkpoint_every = checks.positive_int(checkpoint_every, "checkpoint_every")
+    if (checkpoint_every is not None or resume) and checkpoint is None:
+        raise ValueError("checkpoint_every and resume need checkpoint=<file path>")
+    if checkpoint is not None:
+        checkpoint = files.check_writable(checkpoint, name="checkpoint")
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    elif not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    dev = resolve_device(device)
+
+    model.to(dev)
+    data = data.to(dev)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters")
+    optimizer = _build(optimizer, params, lambda: torch.optim.Adam(params, lr=lr, weight_decay=weight_decay),
+                       torch.optim.Optimizer)
+    scheduler = _build(scheduler, optimizer, lambda: (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps, eta_min=0.05 * lr) if lr_decay else None),
+        torch.optim.lr_scheduler.LRScheduler)
+    history = history if history is not None else History(batch_size=batch_size or data.shape[0])
+    loss_seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+    done, loss_rng = 0, None
+    if resume and checkpoint.exists():
+        state = _read_checkpoint(checkpoint)
+        if state["format"] is None:
+            raise ValueError(f"checkpoint {str(checkpoint)!r} holds weights only, no training state to resume; "
+                             "resume=False to start over")
+        _load_model_state(model, state["model"], checkpoint)
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state["scheduler"] is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        loss_rng, done = state["loss_rng"], state["step"]
+        if done > steps:
+            raise ValueError(f"checkpoint {str(checkpoint)!r} is at step {done}, beyond steps={steps}; "
+                             "raise steps or start over with resume=False")
+        if state["history"] is not None:
+            history = History(**state["history"])
+
+    n = data.shape[0]
+    bar = tqdm(total=steps, initial=done, disable=not progress, leave=False, mininterval=0.5)
+    model.train()
+    with config.seeded(loss_seed % (2 ** 62)):
+        if loss_rng is not None:
+            torch.set_rng_state(loss_rng)
+
+        def save(step):
+            save_checkpoint(model, checkpoint, optimizer=optimizer, scheduler=scheduler, step=step,
+                            generator=generator, history=history, loss_rng=torch.get_rng_state())
+
+        try:
+            for step in range(done + 1, steps + 1):
+                t0 = time.perf_counter()
+                if batch_size is None:
+                    batch = data
+                else:
+                    idx = torch.randint(0, n, (min(batch_size, n),), generator=generator)
+                    batch = data[idx.to(dev)]
+                try:
+                    loss = loss_fn(model, batch)
+                except (RuntimeError, ValueError) as err:
+                    if step == done + 1 and _is_shape_error(err) and not str(err).startswith("data "):
+                        raise ValueError(f"data of shape {tuple(data.shape)} does not fit the model "
+                                         f"({type(model).__name__}): {err}. Give data of the shape the model "
+                                         "was built for") from err
+                    raise
+                loss = _check_loss(loss, step)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if clip_grad is not None:
+                    torch.nn.utils.clip_grad_norm_(params, clip_grad)
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                value = loss.item()
+                history.loss.append(value)
+                history.steps += 1
+                history.seconds += time.perf_counter() - t0
+                bar.update(1)
+                if progress and (step % 20 == 0 or step == steps):
+                    bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+                for cb in callbacks:
+                    cb(step, model, history)
+                if callbacks:
+                    model.train()                    # a callback may have switched to eval mode
+                if checkpoint is not None and checkpoint_every is not None and step % checkpoint_every == 0:
+                    save(step)
+            if checkpoint is not None and (checkpoint_every is None or steps % checkpoint_every != 0 or done == steps):
+                save(steps)
+        finally:
+            bar.close()
+    model.eval()
+    return history

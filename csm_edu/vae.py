@@ -19,7 +19,6 @@ with a Gaussian proposal fitted to encoder samples of each x (stated there), the
 encoder, so the table compares decoders.
 """
 import math
-import time
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
@@ -27,7 +26,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from . import checks
+from . import checks, train
 from .models.mlp import mlp
 from .score_estimators import ScoreEstimator
 
@@ -368,55 +367,54 @@ class VAEHistory:
     seconds: float = 0.0
 
 
-def train_vae(vae: VAE, x_train: torch.Tensor, estimator: Optional[ScoreEstimator] = None, n_steps: int = 2000,
-              batch_size: int = 64, n_samples: int = 8, lr: float = 1e-3, seed: int = 0,
+def train_vae(vae: VAE, x_train: torch.Tensor, estimator: Optional[ScoreEstimator] = None, *, steps: int = 2000,
+              batch_size: int = 64, n_samples: int = 8, lr: float = 1e-3, generator: Optional[torch.Generator] = None,
               x_valid: Optional[torch.Tensor] = None, eval_every: int = 0, eval_importance: int = 100,
-              device=None) -> VAEHistory:
+              progress: bool = True, device=None) -> VAEHistory:
     """Adam on the ELBO (Gaussian encoder, ``estimator=None``) or on :func:`implicit_elbo_surrogate`
     (implicit encoder with a score ``estimator``, whose network, if any, trains alongside: its
     ``steps_per_fit`` steps per VAE step on the current encoder samples). ``n_samples`` encoder draws
     per image (the kernel estimators' sample-set size). With ``x_valid`` and ``eval_every > 0`` the
-    IS log-likelihood (K = ``eval_importance``) is recorded along the way (not timed)."""
-    from . import config
+    IS log-likelihood (K = ``eval_importance``) is recorded along the way (not timed).
 
+    The loop is :func:`csm_edu.train.fit` (constant ``lr``, no decay); ``generator`` drives the
+    minibatches and, through fit's forked RNG, the encoder noise (default: seeded 0)."""
     x_train = checks.as_batch(x_train, "x_train", dim=vae.decoder.data_dim)
-    n_steps = checks.positive_int(n_steps, "n_steps")
+    steps = checks.positive_int(steps, "steps")
     batch_size = checks.positive_int(batch_size, "batch_size")
     n_samples = checks.positive_int(n_samples, "n_samples", minimum=1 if vae.kind == "gaussian" else 2)
+    eval_every = checks.positive_int(eval_every, "eval_every", minimum=0)
     if vae.kind == "implicit" and estimator is None:
         raise ValueError("an implicit encoder needs a score estimator, e.g. score_estimators.SpectralSteinGradientEstimator()")
     if vae.kind == "gaussian" and estimator is not None:
         raise ValueError("a Gaussian encoder has an exact entropy: pass estimator=None")
-    dev = torch.device(device) if device is not None else config.device()
-    vae.to(dev)
+    dev = train.resolve_device(device)
     if estimator is not None and hasattr(estimator, "module"):
         estimator.module.to(dev)
-    x_train = x_train.to(dev)
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(vae.parameters(), lr=checks.positive(lr, "lr"))
     history = VAEHistory()
-    for step in range(1, n_steps + 1):
-        t0 = time.perf_counter()
-        vae.train()
-        idx = torch.randint(0, len(x_train), (min(batch_size, len(x_train)),), generator=generator).to(dev)
-        x = x_train[idx]
+
+    def loss_fn(model, x):
         if estimator is None:
-            objective = gaussian_elbo(vae, x, n_samples)
+            objective = gaussian_elbo(model, x, n_samples)
             log_joint = objective.detach()
         else:
-            objective, log_joint = implicit_elbo_surrogate(vae, x, estimator, n_samples)
-        loss = -objective.mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"VAE loss became {float(loss)} at step {step}; lower lr (now {lr:g})")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        history.loss.append(loss.item())
+            objective, log_joint = implicit_elbo_surrogate(model, x, estimator, n_samples)
         history.log_joint.append(float(log_joint.mean()))
-        history.seconds += time.perf_counter() - t0
-        if x_valid is not None and eval_every and (step % eval_every == 0 or step == n_steps):
-            history.eval_steps.append(step)
-            history.eval_log_lik.append(float(importance_log_likelihood(vae, x_valid.to(dev), eval_importance).mean()))
-    vae.eval()
+        return -objective.mean()
+
+    callbacks = []
+    if x_valid is not None and eval_every:
+        x_valid = checks.as_batch(x_valid, "x_valid", dim=vae.decoder.data_dim).to(dev)
+
+        def evaluate(step, model, _):
+            if step % eval_every == 0 or step == steps:
+                history.eval_steps.append(step)
+                history.eval_log_lik.append(float(importance_log_likelihood(model, x_valid, eval_importance).mean()))
+        callbacks.append(evaluate)
+    try:
+        run = train.fit(vae, loss_fn, x_train, steps=steps, batch_size=batch_size, lr=lr, lr_decay=False,
+                        callbacks=callbacks, generator=generator, progress=progress, device=dev)
+    except FloatingPointError as err:
+        raise FloatingPointError(f"VAE {err}") from None
+    history.loss, history.seconds = run.loss, run.seconds
     return history

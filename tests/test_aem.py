@@ -93,7 +93,7 @@ def test_trained_aem_log_likelihood_matches_the_true_gaussian():
     x_train, x_test = target.sample(3000).float(), target.sample(600).float()
     model = small_aem()
     loss_fn = AEMLoss(warmup_steps=50)
-    train.fit(model, loss_fn, x_train, n_steps=200, batch_size=128, lr=5e-3, progress=False, device="cpu")
+    train.fit(model, loss_fn, x_train, steps=200, batch_size=128, lr=5e-3, progress=False, device="cpu")
     assert loss_fn.alphas[0] == 0.0 and loss_fn.alphas[-1] == 1.0
     mean, stderr = model.log_likelihood(x_test, n_samples=300, generator=torch.Generator().manual_seed(0))
     truth = float(target.log_prob(x_test).mean())                                # about -2.37

@@ -167,7 +167,7 @@ def test_time_score_net_learns_a_gaussian_score():
     exact = D.marginal_distribution(GAUSS, sde, 0.5)
     xt = exact.sample(2000, gen(8))
     before = metrics.fisher_divergence(net.at(0.5), exact, xt)
-    fit(net, lambda m, xb: D.continuous_dsm(m, xb, sde), data, n_steps=100, batch_size=128, lr=3e-3, progress=False)
+    fit(net, lambda m, xb: D.continuous_dsm(m, xb, sde), data, steps=100, batch_size=128, lr=3e-3, progress=False)
     after = metrics.fisher_divergence(net.at(0.5), exact, xt)
     scale = 0.5 * float((exact.score(xt) ** 2).sum(1).mean())
     assert after < 0.02 * scale and before > 0.5 * scale      # measured: 0.004 and 0.99 of the scale

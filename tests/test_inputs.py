@@ -25,8 +25,8 @@ MODEL = ScoreMLP(2, 8)
     (lambda: metrics.mmd(torch.zeros(5, 2), torch.zeros(5, 3)), "y must have 2 columns"),
     (lambda: metrics.auroc([0.1, float("nan")], [0.2]), "NaN or inf"),
     (lambda: metrics.grid_2d((1, 0, 0, 1)), "xmin < xmax"),
-    (lambda: train.fit(EnergyMLP(2, 8), lambda m, b: m.energy(b).mean(), torch.tensor([[float("nan"), 0.0]]), 1), "data contains NaN"),
-    (lambda: train.fit(EnergyMLP(2, 8), lambda m, b: m.energy(b).mean(), torch.zeros(4, 2), 1, lr=0), "lr must be > 0"),
+    (lambda: train.fit(EnergyMLP(2, 8), lambda m, b: m.energy(b).mean(), torch.tensor([[float("nan"), 0.0]]), steps=1), "data contains NaN"),
+    (lambda: train.fit(EnergyMLP(2, 8), lambda m, b: m.energy(b).mean(), torch.zeros(4, 2), steps=1, lr=0), "lr must be > 0"),
     (lambda: sampling.langevin(MODEL.score, torch.zeros(3, 2), 0.1, -1), "n_steps must be an integer >= 0"),
 ])
 def test_bad_input_raises_clear_value_error(call, pattern):
@@ -37,4 +37,4 @@ def test_bad_input_raises_clear_value_error(call, pattern):
 def test_diverging_training_says_lower_lr():
     model = EnergyMLP(2, 8)
     with pytest.raises(FloatingPointError, match="lower lr"):
-        train.fit(model, lambda m, b: m.energy(b).mean() * float("inf"), torch.zeros(8, 2), 2, progress=False)
+        train.fit(model, lambda m, b: m.energy(b).mean() * float("inf"), torch.zeros(8, 2), steps=2, progress=False)

@@ -45,14 +45,15 @@ def test_fit_is_seeded_and_checkpoints_round_trip(tmp_path):
     for _ in range(2):
         torch.manual_seed(123)
         model = EnergyMLP(2, 16)
-        h = train.fit(model, lambda m, b: (m.energy(b) ** 2).mean(), x, n_steps=20, batch_size=32, seed=5,
-                      progress=False, checkpoint=tmp_path / "m.pt", device="cpu")
+        h = train.fit(model, lambda m, b: (m.energy(b) ** 2).mean(), x, steps=20, batch_size=32,
+                      generator=torch.Generator().manual_seed(5), progress=False, checkpoint=tmp_path / "m.pt",
+                      device="cpu")
         losses.append(h.loss)
-    assert losses[0] == losses[1] and h.n_steps == 20 and h.ms_per_step > 0
+    assert losses[0] == losses[1] and h.steps == 20 and h.ms_per_step > 0
     fresh = EnergyMLP(2, 16)
     train.load_checkpoint(fresh, tmp_path / "m.pt")
     assert torch.equal(fresh.energy(x), model.energy(x))
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         train.load_checkpoint(fresh, tmp_path / "missing.pt")
 
 

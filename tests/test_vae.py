@@ -86,7 +86,7 @@ def test_training_improves_the_is_log_likelihood_on_digits():
     for kind, est, m in (("gaussian", None, 1), ("implicit", S.SpectralSteinGradientEstimator(), 8)):
         vae = V.make_vae(kind, 64, 4, hidden=(64,))
         before = float(V.importance_log_likelihood(vae, x[:100], 50).mean())
-        hist = V.train_vae(vae, x, est, n_steps=150, batch_size=64, n_samples=m, lr=3e-3, device="cpu")
+        hist = V.train_vae(vae, x, est, steps=150, batch_size=64, n_samples=m, lr=3e-3, device="cpu")
         after = float(V.importance_log_likelihood(vae, x[:100], 50).mean())
         assert len(hist.loss) == 150 and after > before + 5, (kind, before, after)
         assert after > baseline - 5, (kind, after, baseline)
@@ -98,7 +98,7 @@ def test_bad_inputs_raise():
         V.Decoder(2, 3, likelihood="poisson")
     vae = V.make_vae("implicit", 4, 2, hidden=(8,))
     with pytest.raises(ValueError, match="estimator"):
-        V.train_vae(vae, torch.zeros(10, 4), None, n_steps=1, device="cpu")
+        V.train_vae(vae, torch.zeros(10, 4), None, steps=1, device="cpu")
     with pytest.raises(ValueError, match="Gaussian encoder"):
         V.importance_log_likelihood(vae, torch.zeros(3, 4), 5, proposal="encoder")
     with pytest.raises(ValueError, match="score must have the shape"):
@@ -135,7 +135,7 @@ def test_ssm_trained_implicit_encoder_stays_collapsed_without_the_noise_skip():
         torch.manual_seed(0)
         model = V.make_vae("implicit", 64, 16, (64, 64), noise_skip=skip)
         est = vae_study.make_estimator("SSM", 16, cond_dim=64, hidden=64, lr=1e-3, steps_per_fit=5)
-        V.train_vae(model, x, est, n_steps=200, n_samples=4, lr=1e-3, seed=0, device="cpu")
+        V.train_vae(model, x, est, steps=200, n_samples=4, lr=1e-3, device="cpu")
         with torch.no_grad():
             z = model.encoder.sample(x[:16], 200)
         c = z - z.mean(1, keepdim=True)

@@ -22,7 +22,7 @@ def recorded():
     model = models.EnergyMLP(2, 32, 2)
     snaps, history = snapshots.train_with_snapshots(
         model, lambda m, x: objectives.exact_score_matching(m.score, x), data.make_toy("mixture", 1000, seed=0),
-        true, data.make_toy("mixture", 500, seed=1), n_steps=200, n_snapshots=4, batch_size=128, lr=1e-2,
+        true, data.make_toy("mixture", 500, seed=1), steps=200, n_snapshots=4, batch_size=128, lr=1e-2,
         density_grid=40, quiver_grid=10)
     return snaps, history
 
@@ -30,7 +30,7 @@ def recorded():
 def test_snapshots_are_recorded_and_training_lowers_the_fisher_divergence(recorded):
     snaps, history = recorded
     assert [s.step for s in snaps] == [0, 50, 100, 150, 200]
-    assert history.n_steps == 200 and len(history.loss) == 200
+    assert history.steps == 200 and len(history.loss) == 200
     assert snaps[-1].fisher < 0.5 * snaps[0].fisher
     area = (9.0 / 39) ** 2                       # each grid density integrates to ~1
     for s in snaps:
@@ -60,7 +60,7 @@ def test_out_of_range_index_is_clipped_and_empty_input_explained(recorded):
         lesson03.training_progress_figure([], 0)
     with pytest.raises(ValueError, match="n_snapshots"):
         snapshots.train_with_snapshots(models.EnergyMLP(2, 8, 1), None, torch.zeros(4, 2), None,
-                                      torch.zeros(4, 2), n_steps=2, n_snapshots=5)
+                                      torch.zeros(4, 2), steps=2, n_snapshots=5)
 
 
 def test_panel_builds(recorded):

@@ -53,7 +53,7 @@ def test_lesson_helpers_train_evaluate_and_draw():
     models, histories = toy_density.train_lesson_models(x, n_steps=3, batch_size=64, hidden=8, n_components=2,
                                                      without_background=True)
     assert list(models) == ["AR-CSM", "AR-CSM, no background", "GaussianMADE", "MixtureMADE"]
-    assert all(h.n_steps == 3 for h in histories.values())
+    assert all(h.steps == 3 for h in histories.values())
     rows = toy_density.evaluate_models(models, x[:20], TARGET, n_nodes=16)
     assert [r["model"] for r in rows][-1] == "true density" and all(r["fisher"] >= 0 for r in rows)
     exact = toy_density.evaluate_models({"exact": ExactConditionalScores(TARGET)}, x[:20], None, n_nodes=512)

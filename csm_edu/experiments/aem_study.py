@@ -99,8 +99,8 @@ def train_comparison(x: torch.Tensor, n_steps: int, batch_size: int = 256, lr: f
         build, loss = plan[name]
         torch.manual_seed(seed)
         built[name] = build()
-        histories[name] = train.fit(built[name], loss, x, n_steps=n_steps, batch_size=batch_size, lr=lr,
-                                    seed=seed, progress=False, device="cpu")
+        histories[name] = train.fit(built[name], loss, x, steps=n_steps, batch_size=batch_size, lr=lr,
+                                    generator=torch.Generator().manual_seed(seed), device="cpu")
     return built, histories
 
 

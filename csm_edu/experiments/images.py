@@ -236,8 +236,8 @@ def train_image_arcsm(model: AutoregressiveScoreModel, x: torch.Tensor, n_steps:
     loss_fn = csm_loss(noise_sigma, noise_levels)
     if levels is not None:
         loss_fn, x = dequantizing(loss_fn, levels), torch.as_tensor(x).reshape(len(x), -1).float()
-    return fit(model, loss_fn, x, n_steps=n_steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
-               progress=progress)
+    return fit(model, loss_fn, x, steps=n_steps, batch_size=batch_size, lr=lr,
+               generator=torch.Generator().manual_seed(seed), device=device, progress=progress)
 
 
 def mle_loss(model) -> Callable:
@@ -258,8 +258,8 @@ def train_baseline(model, k: torch.Tensor, levels: int, n_steps: int, batch_size
         loss_fn, data = mle_loss(model), rows / (levels - 1)
     else:
         loss_fn, data = dequantizing(mle_loss(model), levels), rows
-    return fit(model, loss_fn, data, n_steps=n_steps, batch_size=batch_size, lr=lr, seed=seed,
-               device=device, progress=progress)
+    return fit(model, loss_fn, data, steps=n_steps, batch_size=batch_size, lr=lr,
+               generator=torch.Generator().manual_seed(seed), device=device, progress=progress)
 
 
 def _device_of(model) -> torch.device:

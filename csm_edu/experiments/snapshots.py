@@ -1,7 +1,6 @@
 """Training with snapshots: the model's density and score field recorded at chosen steps (lesson 03)."""
-import math
 from dataclasses import dataclass
-from typing import Callable, List, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 import torch
 from .. import checks, metrics, train, viz
 
@@ -33,36 +32,35 @@ def _snapshot(model, step: int, true_score, x_eval, bounds, density_grid: int, q
 
 
 def train_with_snapshots(model: torch.nn.Module, loss_fn: Callable, data: torch.Tensor, true_score,
-                         x_eval: torch.Tensor, n_steps: int, n_snapshots: int = 10, batch_size: int = 128,
-                         lr: float = 1e-2, seed: int = 0, bounds: Sequence[float] = viz.DEFAULT_BOUNDS,
-                         density_grid: int = 80, quiver_grid: int = 18,
-                         device: Union[str, torch.device] = "cpu") -> Tuple[List[Snapshot], train.History]:
-    r"""Train a 2-D energy model with ``fit`` in ``n_snapshots`` chunks and record each checkpoint.
+                         x_eval: torch.Tensor, *, steps: int, n_snapshots: int = 10, batch_size: int = 128,
+                         lr: float = 1e-2, generator: Optional[torch.Generator] = None,
+                         bounds: Sequence[float] = viz.DEFAULT_BOUNDS, density_grid: int = 80, quiver_grid: int = 18,
+                         progress: bool = True, device: Union[str, torch.device] = "cpu") -> Tuple[List[Snapshot], train.History]:
+    r"""Train a 2-D energy model with one :func:`csm_edu.train.fit` run and record ``n_snapshots`` checkpoints.
 
     ``model`` needs ``score`` and ``log_prob_unnormalised`` (an :class:`csm_edu.models.EnergyMLP`);
     ``true_score`` is a callable or a distribution with ``.score``; ``x_eval`` are held-out samples
-    of p for the Fisher divergence. The learning rate follows a cosine from ``lr`` to 0.05 lr
-    across the chunks (constant within a chunk). ``device`` defaults to the CPU: a 2-D toy model
-    trains as fast there as on a GPU. Returns ``(snapshots, history)`` with ``n_snapshots + 1``
-    snapshots, the first before any training.
+    of p for the Fisher divergence. The learning rate follows fit's cosine from ``lr`` to 0.05 lr
+    over all ``steps``; a callback records a snapshot after steps round(k steps / n_snapshots),
+    k = 1..n_snapshots (evaluation time is not counted in the History). ``device`` defaults to
+    the CPU: a 2-D toy model trains as fast there as on a GPU. Returns ``(snapshots, history)``
+    with ``n_snapshots + 1`` snapshots, the first before any training.
     """
-    n_steps = checks.positive_int(n_steps, "n_steps")
+    steps = checks.positive_int(steps, "steps")
     n_snapshots = checks.positive_int(n_snapshots, "n_snapshots")
-    if n_snapshots > n_steps:
-        raise ValueError(f"n_snapshots ({n_snapshots}) cannot exceed n_steps ({n_steps}); lower n_snapshots")
-    lr = checks.positive(lr, "lr")
+    if n_snapshots > steps:
+        raise ValueError(f"n_snapshots ({n_snapshots}) cannot exceed steps ({steps}); lower n_snapshots")
     if getattr(model, "dim", 2) != 2 or not hasattr(model, "log_prob_unnormalised"):
         raise ValueError("model must be a 2-D energy model with log_prob_unnormalised, e.g. models.EnergyMLP(2)")
     x_eval = checks.as_batch(x_eval, "x_eval", dim=2)
     bounds = tuple(bounds)
     snapshots = [_snapshot(model.eval(), 0, true_score, x_eval, bounds, density_grid, quiver_grid)]
-    history = None
-    done = 0
-    for k in range(n_snapshots):
-        chunk = (n_steps * (k + 1)) // n_snapshots - done
-        chunk_lr = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * k / n_snapshots)))
-        history = train.fit(model, loss_fn, data, n_steps=chunk, batch_size=batch_size, lr=chunk_lr,
-                            seed=seed + k, progress=False, lr_decay=False, history=history, device=device)
-        done += chunk
-        snapshots.append(_snapshot(model, done, true_score, x_eval, bounds, density_grid, quiver_grid))
+    at = {(steps * (k + 1)) // n_snapshots for k in range(n_snapshots)}
+
+    def record(step, model, history):
+        if step in at:
+            snapshots.append(_snapshot(model, step, true_score, x_eval, bounds, density_grid, quiver_grid))
+
+    history = train.fit(model, loss_fn, data, steps=steps, batch_size=batch_size, lr=lr, callbacks=[record],
+                        generator=generator, progress=progress, device=device)
     return snapshots, history

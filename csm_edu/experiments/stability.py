@@ -71,8 +71,8 @@ def stability_study(names: Optional[Sequence[str]] = None, seeds: Sequence[int] 
                 history = History()
                 start = time.perf_counter()
                 try:
-                    fit(model, fns[name], train_x, n_steps=n_steps, batch_size=batch_size, lr=lr, seed=seed,
-                        progress=False, device="cpu", history=history)
+                    fit(model, fns[name], train_x, steps=n_steps, batch_size=batch_size, lr=lr,
+                        generator=torch.Generator().manual_seed(seed), device="cpu", history=history)
                     bpd = digits_bits_per_dim(model, test_x)
                 except (FloatingPointError, ValueError):
                     bpd = float("nan")

@@ -86,8 +86,8 @@ def train_sigma_sweep(target: GaussianMixture, sigmas: Sequence[float], n_data: 
         torch.manual_seed(seed + i)
         model = ScoreMLP(target.dim, hidden, 2)
         history = train.fit(model, lambda m, x, s=sigma: objectives.denoising_score_matching(m, x, s),
-                            x_train, n_steps=n_steps, batch_size=batch_size, lr=lr, seed=seed + i,
-                            progress=False, device="cpu")
+                            x_train, steps=n_steps, batch_size=batch_size, lr=lr,
+                            generator=torch.Generator().manual_seed(seed + i), device="cpu")
         seconds += history.seconds
         noised = noised_distribution(target, sigma)
         x_noised_eval = x_eval + sigma * eps_eval

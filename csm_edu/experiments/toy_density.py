@@ -31,8 +31,8 @@ def train_lesson_models(x: torch.Tensor, n_steps: int, batch_size: int = 256, lr
     for name, build, loss in plan:
         torch.manual_seed(seed)
         models[name] = build()
-        histories[name] = train.fit(models[name], loss, x, n_steps=n_steps, batch_size=batch_size, lr=lr,
-                                    seed=seed, progress=False, device="cpu")
+        histories[name] = train.fit(models[name], loss, x, steps=n_steps, batch_size=batch_size, lr=lr,
+                                    generator=torch.Generator().manual_seed(seed), device="cpu")
     return models, histories
 
 

@@ -143,8 +143,8 @@ def run_vae_experiment(x_train: torch.Tensor, x_test: torch.Tensor, latent_dims:
                 standardize = ("full" if m > latent else "diagonal") if standardize_kernels else False
                 est = make_estimator(name, latent, cond_dim=data_dim, hidden=128, lr=estimator_lr,
                                      standardize=standardize, steps_per_fit=estimator_steps)
-            hist = V.train_vae(vae, x_train, est, n_steps=n_steps, batch_size=batch_size, n_samples=m, lr=lr,
-                               seed=seed, x_valid=x_test[:n_valid] if eval_every else None, eval_every=eval_every,
+            hist = V.train_vae(vae, x_train, est, steps=n_steps, batch_size=batch_size, n_samples=m, lr=lr,
+                               generator=torch.Generator().manual_seed(seed), x_valid=x_test[:n_valid] if eval_every else None, eval_every=eval_every,
                                device=device)
             torch.manual_seed(seed + 1)
             log_lik = float(V.importance_log_likelihood(vae, x_test, n_importance).mean())
