@@ -39,7 +39,7 @@ def main():
             torch.manual_seed(0)
             model = images.build_model(model_name, cfg).to(device)
             is_score = "AR-CSM" in model_name
-            loss_fn = images.csm_loss() if is_score else images.mle_loss(model)
+            loss_fn = images.csm_loss() if is_score else images.mle_loss
             data = x_quantised if model_name == "PixelCNN++" else x
             rate = images.images_per_second(model, loss_fn, data, repeats=args.repeats)
             print(f"| {dataset} | {model_name}{' (CSM)' if is_score else ' (MLE)'} | {batch} | {1000 * batch / rate:.1f} "

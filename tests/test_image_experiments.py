@@ -123,7 +123,8 @@ def test_pixelcnn_backbone_and_baselines_train_and_score():
     images.train_image_arcsm(models["AR-CSM (PixelCNN)"], images.to_logit_space(k, 17), 3, device="cpu")
     for name in ("GaussianMADE", "PixelCNN++"):
         images.train_baseline(models[name], k, 17, 3, device="cpu")
-    table = images.bits_per_dim_table(models, k[:8], 17, n_nodes=8)
+    models["AR-CSM (PixelCNN)"].set_support(n_nodes=8)
+    table = images.bits_per_dim_table(models, k[:8], 17)
     assert all(math.isfinite(v) and v > 0 for v in table.values())
     assert "| PixelCNN++ |" in images.markdown_table(table)
     rate = images.images_per_second(models["AR-CSM (PixelCNN)"], images.csm_loss(), images.to_logit_space(k, 17), 1)
