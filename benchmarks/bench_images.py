@@ -47,7 +47,7 @@ def main():
     if args.train_mnist:
         cfg = images.image_config("mnist", args.mode)
         start = time.perf_counter()
-        result = images.run_image_experiment("mnist", cfg, names=("AR-CSM (MADE)",), device=device, n_samples=0)
+        result = images.run_image_experiment("mnist", cfg, names=("AR-CSM (MADE)",), device=device, n=0)
         print(f"\nfull AR-CSM (MADE) MNIST run ({cfg['csm_steps']} steps, batch {cfg['batch_size']}): training "
               f"{result['seconds']['AR-CSM (MADE)']:.0f} s, with evaluation {time.perf_counter() - start:.0f} s, "
               f"test bits/dim {result['bits_per_dim']['AR-CSM (MADE)']:.3f}")

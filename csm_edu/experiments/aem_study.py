@@ -40,44 +40,44 @@ def _log_ratio(x):
     return log_m - _log_normal(x, 0.0, PROPOSAL_STD)
 
 
-def normaliser_spread(dim: int, n_samples: int, n_repeats: int = 300, seed: int = 0) -> Dict[str, np.ndarray]:
+def normaliser_spread(dim: int, n_importance: int, *, n_repeats: int = 300, seed: int = 0) -> Dict[str, np.ndarray]:
     r"""Measured log Z_hat - log Z (log Z = 0) of the joint and the autoregressive estimator, ``n_repeats`` times.
 
     Returns {"joint": (R,), "autoregressive": (R,)} NumPy arrays; both estimators use the same
     S x D proposal draws in each repeat (see the module docstring).
     """
     dim = checks.positive_int(dim, "dim")
-    n_samples = checks.positive_int(n_samples, "n_samples")
+    n_importance = checks.positive_int(n_importance, "n_importance")
     n_repeats = checks.positive_int(n_repeats, "n_repeats", minimum=2)
     g = torch.Generator().manual_seed(seed)
-    x = PROPOSAL_STD * torch.randn(n_repeats, n_samples, dim, generator=g)
+    x = PROPOSAL_STD * torch.randn(n_repeats, n_importance, dim, generator=g)
     log_w = _log_ratio(x)                                                   # (R, S, D)
     zeros = torch.zeros(())
-    joint = importance_log_normaliser(log_w.sum(-1), zeros.expand(n_repeats, n_samples))
-    per_dim = importance_log_normaliser(log_w.transpose(1, 2), zeros.expand(n_repeats, dim, n_samples))
+    joint = importance_log_normaliser(log_w.sum(-1), zeros.expand(n_repeats, n_importance))
+    per_dim = importance_log_normaliser(log_w.transpose(1, 2), zeros.expand(n_repeats, dim, n_importance))
     return {"joint": joint.numpy(), "autoregressive": per_dim.sum(-1).numpy()}
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_spread_rows(n_samples, dims, n_repeats, seed):
-    return tuple(spread_against_dimension(n_samples, dims, n_repeats, seed))
+def _cached_spread_rows(n_importance, dims, n_repeats, seed):
+    return tuple(spread_against_dimension(n_importance, dims=dims, n_repeats=n_repeats, seed=seed))
 
 
-def spread_against_dimension(n_samples: int, dims: Sequence[int] = DIMS, n_repeats: int = 300, seed: int = 0):
+def spread_against_dimension(n_importance: int, *, dims: Sequence[int] = DIMS, n_repeats: int = 300, seed: int = 0):
     """Bias (mean of log Z_hat - log Z) and standard deviation of both estimators for each D in ``dims``."""
     rows = []
     for d in dims:
-        est = normaliser_spread(d, n_samples, n_repeats, seed)
+        est = normaliser_spread(d, n_importance, n_repeats=n_repeats, seed=seed)
         rows.append({"dim": d, **{f"{k}_{stat}": float(getattr(np, stat)(v)) for k, v in est.items()
                                   for stat in ("mean", "std")}})
     return rows
 
 
-def train_comparison(x: torch.Tensor, n_steps: int, batch_size: int = 256, lr: float = 3e-3, hidden: int = 64,
+def train_comparison(x: torch.Tensor, *, steps: int, batch_size: int = 256, lr: float = 3e-3, hidden: int = 64,
                      n_components: int = 10, n_importance: int = 20, warmup_steps: Optional[int] = None,
                      background: float = 0.05, seed: int = 0, models: Sequence[str] = ("AEM", "AR-CSM", "MixtureMADE")):
     """Train the AEM (:class:`~csm_edu.models.AEMLoss`, alpha warmed up over ``warmup_steps``,
-    default n_steps // 5), AR-CSM (composite score matching with ``background``, as in lesson 07)
+    default steps // 5), AR-CSM (composite score matching with ``background``, as in lesson 07)
     and MixtureMADE (maximum likelihood) with the same ResMADE size and Adam schedule.
 
     Returns ``(models, histories)``, dicts keyed by name; ``histories[name].ms_per_step`` is the
@@ -86,8 +86,8 @@ def train_comparison(x: torch.Tensor, n_steps: int, batch_size: int = 256, lr: f
     """
     x = checks.as_batch(x, "x")
     dim = x.shape[1]
-    n_steps = checks.positive_int(n_steps, "n_steps")
-    warmup_steps = n_steps // 5 if warmup_steps is None else warmup_steps
+    steps = checks.positive_int(steps, "steps")
+    warmup_steps = steps // 5 if warmup_steps is None else warmup_steps
     plan = {
         "AEM": (lambda: AEM(dim, n_components, hidden=hidden, n_importance=n_importance), AEMLoss(warmup_steps)),
         "AR-CSM": (lambda: ARCSM(dim, hidden=hidden, head_hidden=hidden),
@@ -100,7 +100,7 @@ def train_comparison(x: torch.Tensor, n_steps: int, batch_size: int = 256, lr: f
         build, loss = plan[name]
         with config.seeded(seed):
             built[name] = build()
-        histories[name] = train.fit(built[name], loss, x, n_steps=n_steps, batch_size=batch_size, lr=lr,
+        histories[name] = train.fit(built[name], loss, x, n_steps=steps, batch_size=batch_size, lr=lr,
                                     seed=seed, progress=False, device="cpu")
         if name == "AEM":
             built["AEM proposal"] = built["AEM"].proposal

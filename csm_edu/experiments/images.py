@@ -19,8 +19,8 @@ uniform model scores log2 L (4.09 for digits, 8 for bytes).
 **One model interface.** Every function here asks a model only for ``log_prob(x)`` and
 ``sample(n, generator=...)`` (DESIGN.md, Contracts), on the model's own data space: a discrete
 model declares it by its ``levels`` (:class:`~csm_edu.models.PixelCNNPP`: x = k / (L - 1), log_prob a
-log mass), every other model is a density on the logit rows z. :func:`to_model_space` and
-:func:`from_model_space` are the one place that maps integers to a model's space and back; the
+log mass), every other model is a density on the logit rows z. :func:`integers_to_model` and
+:func:`model_to_pixels` are the one place that maps integers to a model's space and back; the
 AR-CSMs built here carry their quadrature box ``BOUNDS`` and ``n_nodes`` (:func:`make_arcsm`).
 
 **Denoising space.** Denoising works in the centred space x = 2y - 1 in [-1, 1]
@@ -236,7 +236,7 @@ def dequantizing(loss_fn: Callable, levels: int) -> Callable:
     return loss
 
 
-def train_image_arcsm(model: AutoregressiveScoreModel, x: torch.Tensor, n_steps: int, batch_size: int = 128,
+def train_image_arcsm(model: AutoregressiveScoreModel, x: torch.Tensor, *, steps: int, batch_size: int = 128,
                       lr: float = 3e-3, noise_sigma: float = 0.0, noise_levels: Optional[Sequence[float]] = None,
                       device=None, seed: int = 0, progress: bool = False, levels: Optional[int] = None) -> History:
     """Train an AR-CSM by composite score matching (:func:`csm_loss`); returns the History.
@@ -247,7 +247,7 @@ def train_image_arcsm(model: AutoregressiveScoreModel, x: torch.Tensor, n_steps:
     loss_fn = csm_loss(noise_sigma, noise_levels)
     if levels is not None:
         loss_fn, x = dequantizing(loss_fn, levels), torch.as_tensor(x).reshape(len(x), -1).float()
-    return fit(model, loss_fn, x, n_steps=n_steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
+    return fit(model, loss_fn, x, n_steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
                progress=progress)
 
 
@@ -265,7 +265,7 @@ def _is_discrete(model, levels: int) -> bool:
     return model_levels is not None
 
 
-def to_model_space(model, k: torch.Tensor, levels: int, seed: int = 0) -> torch.Tensor:
+def integers_to_model(model, k: torch.Tensor, levels: int, seed: int = 0) -> torch.Tensor:
     """Integer pixels k (n, ...) -> rows (n, D) in ``model``'s data space: k/(L-1) for a discrete model,
     else dequantised logit rows (:func:`to_logit_space`, noise seeded by ``seed``)."""
     if _is_discrete(model, levels):
@@ -273,14 +273,14 @@ def to_model_space(model, k: torch.Tensor, levels: int, seed: int = 0) -> torch.
     return to_logit_space(k, levels, seed)
 
 
-def from_model_space(model, x: torch.Tensor, levels: int, image_shape: Sequence[int]) -> torch.Tensor:
+def model_to_pixels(model, x: torch.Tensor, levels: int, image_shape: Sequence[int]) -> torch.Tensor:
     """Rows (or images) in ``model``'s data space -> images (n, C, H, W) in [0, 1] (logit rows clamped to ``BOUNDS``)."""
     if _is_discrete(model, levels):
         return x.reshape(len(x), *image_shape)
     return to_pixels(x.clamp(*BOUNDS), image_shape)
 
 
-def train_baseline(model, k: torch.Tensor, levels: int, n_steps: int, batch_size: int = 128, lr: float = 3e-3,
+def train_baseline(model, k: torch.Tensor, levels: int, *, steps: int, batch_size: int = 128, lr: float = 3e-3,
                    device=None, seed: int = 0, progress: bool = False) -> History:
     """Train an MLE baseline by maximum likelihood (:func:`mle_loss`) on integer pixels ``k``.
 
@@ -291,7 +291,7 @@ def train_baseline(model, k: torch.Tensor, levels: int, n_steps: int, batch_size
         loss_fn, data = mle_loss, rows / (levels - 1)
     else:
         loss_fn, data = dequantizing(mle_loss, levels), rows
-    return fit(model, loss_fn, data, n_steps=n_steps, batch_size=batch_size, lr=lr, seed=seed,
+    return fit(model, loss_fn, data, n_steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                device=device, progress=progress)
 
 
@@ -314,7 +314,7 @@ def model_bits_per_dim(model, k: torch.Tensor, levels: int, *, seed: int = 1, ch
     device = _device_of(model)
     out = []
     for i, rows in enumerate(torch.split(torch.as_tensor(k), checks.positive_int(chunk_size, "chunk_size"))):
-        x = to_model_space(model, rows, levels, seed + i)
+        x = integers_to_model(model, rows, levels, seed + i)
         with torch.no_grad():
             log_p = model.log_prob(x.to(device)).cpu()
         if _is_discrete(model, levels):
@@ -324,8 +324,8 @@ def model_bits_per_dim(model, k: torch.Tensor, levels: int, *, seed: int = 1, ch
     return torch.cat(out)
 
 
-def quadrature_error_bits(model: AutoregressiveScoreModel, k: torch.Tensor, levels: int, n_nodes: Optional[int] = None,
-                          seed: int = 1) -> float:
+def quadrature_error_bits(model: AutoregressiveScoreModel, k: torch.Tensor, levels: int, *,
+                          n_nodes: Optional[int] = None, seed: int = 1) -> float:
     """Mean estimated quadrature error of an AR-CSM's log-likelihood on ``BOUNDS``, in bits/dim (error / (D log 2)).
 
     ``n_nodes`` defaults to the model's own (:meth:`~csm_edu.models.ARCSM.set_support`).
@@ -348,7 +348,7 @@ def markdown_table(table: Dict[str, float], value: str = "test bits/dim") -> str
     return "\n".join([f"| model | {value} |", "|---|---:|"] + [f"| {k} | {v:.3f} |" for k, v in table.items()])
 
 
-def images_per_second(model, loss_fn: Callable, x: torch.Tensor, repeats: int = 3) -> float:
+def images_per_second(model, loss_fn: Callable, x: torch.Tensor, *, repeats: int = 3) -> float:
     """Training throughput: batch size / median time of one loss + backward step (:func:`csm_edu.experiments.timing.time_per_step`)."""
     ms = time_per_step(loss_fn, model, x, repeats=repeats, warmup=1)
     return len(x) / (ms / 1000.0)
@@ -362,7 +362,7 @@ def langevin_options(n: int, dim: int, cfg: dict) -> dict:
                 step_size=cfg["langevin_step_size"], sigmas=cfg["langevin_sigmas"])
 
 
-def sample_images(model: AutoregressiveScoreModel, n: int, cfg: dict, generator: Optional[torch.Generator] = None,
+def sample_images(model: AutoregressiveScoreModel, n: int, cfg: dict, *, generator: Optional[torch.Generator] = None,
                   record: bool = False):
     r"""Autoregressive Langevin with conditional noise annealing (:func:`csm_edu.sampling.autoregressive_langevin`).
 
@@ -411,7 +411,7 @@ def psnr(clean: torch.Tensor, estimate: torch.Tensor) -> float:
     return 10.0 * math.log10(1.0 / max(mse, 1e-12))
 
 
-def denoising_experiment(model: AutoregressiveScoreModel, x_clean: torch.Tensor, sigma: float,
+def denoising_experiment(model: AutoregressiveScoreModel, x_clean: torch.Tensor, sigma: float, *,
                          generator: Optional[torch.Generator] = None, noise_conditional: bool = False,
                          n_nodes: int = 32) -> dict:
     r"""Tweedie single-step denoising x^ = x~ + sigma^2 s(x~) with two scores of an AR-CSM trained on noisy data.
@@ -438,16 +438,16 @@ def denoising_experiment(model: AutoregressiveScoreModel, x_clean: torch.Tensor,
     return out
 
 
-def denoising_sweep(model: AutoregressiveScoreModel, x_clean: torch.Tensor, sigmas: Sequence[float], seed: int = 0,
+def denoising_sweep(model: AutoregressiveScoreModel, x_clean: torch.Tensor, sigmas: Sequence[float], *, seed: int = 0,
                     noise_conditional: bool = True, n_nodes: int = 32) -> Dict[float, dict]:
     """:func:`denoising_experiment` at every sigma (noise seeded by ``seed``): {sigma: result}, for the lesson's slider."""
-    return {float(s): denoising_experiment(model, x_clean, s, torch.Generator().manual_seed(seed), noise_conditional,
-                                           n_nodes) for s in sigmas}
+    return {float(s): denoising_experiment(model, x_clean, s, generator=torch.Generator().manual_seed(seed),
+                                           noise_conditional=noise_conditional, n_nodes=n_nodes) for s in sigmas}
 
 
 # ----------------------------------------------------------------------------- anomaly detection
 
-def outlier_sets(k_in: torch.Tensor, levels: int, k_held_out: Optional[torch.Tensor] = None,
+def outlier_sets(k_in: torch.Tensor, levels: int, *, k_held_out: Optional[torch.Tensor] = None,
                  seed: int = 0) -> Dict[str, torch.Tensor]:
     """Out-of-distribution integer images built offline from in-distribution ones ``k_in`` (n, C, H, W).
 
@@ -505,15 +505,15 @@ def build_model(name: str, cfg: dict):
             "PixelCNN++": lambda: make_baseline("pixelcnn++", cfg)}[name]()
 
 
-def sample_model(model, n: int, cfg: dict, generator: Optional[torch.Generator] = None, **options) -> torch.Tensor:
+def sample_model(model, n: int, cfg: dict, *, generator: Optional[torch.Generator] = None, **options) -> torch.Tensor:
     """n images (n, C, H, W) in [0, 1]: ``model.sample(n, generator=generator, **options)`` mapped back to pixels
-    (:func:`from_model_space`)."""
+    (:func:`model_to_pixels`)."""
     x = model.sample(n, generator=generator, **options)
-    return from_model_space(model, x.cpu(), cfg["levels"], cfg["image_shape"])
+    return model_to_pixels(model, x.cpu(), cfg["levels"], cfg["image_shape"])
 
 
-def run_image_experiment(dataset: str, cfg: Optional[dict] = None, names: Sequence[str] = MODEL_NAMES, device=None,
-                         n_samples: int = 16, seed: int = 0, progress: bool = False,
+def run_image_experiment(dataset: str, cfg: Optional[dict] = None, *, names: Sequence[str] = MODEL_NAMES, device=None,
+                         n: int = 16, seed: int = 0, progress: bool = False,
                          report: Optional[Callable[[str], None]] = None, classes: Optional[Sequence[int]] = None) -> dict:
     r"""Train every model of ``names`` on ``dataset`` with ``cfg`` (default :func:`image_config`), then evaluate.
 
@@ -522,7 +522,7 @@ def run_image_experiment(dataset: str, cfg: Optional[dict] = None, names: Sequen
     PixelCNN++ on the integers. Returns a dict:
     ``cfg``, ``models``, ``seconds`` (training wall time), ``images_per_second`` (steps * batch /
     seconds), ``bits_per_dim`` (:func:`bits_per_dim_table` on ``cfg["n_test"]`` test images),
-    ``samples`` (name -> (n_samples, C, H, W) in [0, 1]; none when ``n_samples=0``), ``k_test``.
+    ``samples`` (name -> n images (n, C, H, W) in [0, 1]; none when ``n=0``), ``k_test``.
     ``classes``: keep only the images of these labels, in training and test (anomaly detection).
     """
     import time
@@ -541,10 +541,10 @@ def run_image_experiment(dataset: str, cfg: Optional[dict] = None, names: Sequen
         steps = cfg[steps_key]
         start = time.perf_counter()
         if score_matching:
-            train_image_arcsm(model, k_train, steps, cfg["batch_size"], cfg["lr"], device=device, seed=seed,
+            train_image_arcsm(model, k_train, steps=steps, batch_size=cfg["batch_size"], lr=cfg["lr"], device=device, seed=seed,
                               progress=progress, levels=cfg["levels"])
         else:
-            train_baseline(model, k_train, cfg["levels"], steps, cfg["batch_size"], cfg["lr"], device=device, seed=seed,
+            train_baseline(model, k_train, cfg["levels"], steps=steps, batch_size=cfg["batch_size"], lr=cfg["lr"], device=device, seed=seed,
                            progress=progress)
         seconds = time.perf_counter() - start
         out["models"][name], out["seconds"][name] = model, seconds
@@ -553,8 +553,8 @@ def run_image_experiment(dataset: str, cfg: Optional[dict] = None, names: Sequen
             report(f"{name}: {steps} steps in {seconds:.1f} s ({out['images_per_second'][name]:.0f} images/s)")
     out["bits_per_dim"] = bits_per_dim_table(out["models"], k_test, cfg["levels"])
     gen = torch.Generator().manual_seed(seed)
-    if checks.positive_int(n_samples, "n_samples", minimum=0):
-        out["samples"] = {name: sample_model(m, n_samples, cfg, gen, **_sampler_options(name, n_samples, cfg))
+    if checks.positive_int(n, "n", minimum=0):
+        out["samples"] = {name: sample_model(m, n, cfg, generator=gen, **_sampler_options(name, n, cfg))
                           for name, m in out["models"].items()}
     return out
 

@@ -6,7 +6,7 @@ from ..models import ARCSM, GaussianMADE, MixtureMADE
 from ..models.arcsm import target_conditional_scores
 
 
-def train_lesson_models(x: torch.Tensor, n_steps: int, batch_size: int = 256, lr: float = 3e-3,
+def train_lesson_models(x: torch.Tensor, *, steps: int, batch_size: int = 256, lr: float = 3e-3,
                         background: float = 0.05, background_scale: float = 1.0, seed: int = 0, hidden: int = 64,
                         n_components: int = 8, order: Optional[Sequence[int]] = None, without_background: bool = False,
                         bounds: Sequence[float] = (-6.0, 6.0), n_nodes: int = 256):
@@ -34,7 +34,7 @@ def train_lesson_models(x: torch.Tensor, n_steps: int, batch_size: int = 256, lr
     for name, build, loss in plan:
         with config.seeded(seed):
             models[name] = build()
-        histories[name] = train.fit(models[name], loss, x, n_steps=n_steps, batch_size=batch_size, lr=lr,
+        histories[name] = train.fit(models[name], loss, x, n_steps=steps, batch_size=batch_size, lr=lr,
                                     seed=seed, progress=False, device="cpu")
     return models, histories
 
