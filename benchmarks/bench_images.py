@@ -39,7 +39,7 @@ def main():
             torch.manual_seed(0)
             model = images.build_model(model_name, cfg).to(device)
             is_score = "AR-CSM" in model_name
-            loss_fn = images.csm_loss() if is_score else images.mle_loss(model)
+            loss_fn = images.csm_loss() if is_score else images.mle_loss
             data = x_quantised if model_name == "PixelCNN++" else x
             rate = images.images_per_second(model, loss_fn, data, repeats=args.repeats)
             print(f"| {dataset} | {model_name}{' (CSM)' if is_score else ' (MLE)'} | {batch} | {1000 * batch / rate:.1f} "
@@ -47,7 +47,7 @@ def main():
     if args.train_mnist:
         cfg = images.image_config("mnist", args.mode)
         start = time.perf_counter()
-        result = images.run_image_experiment("mnist", cfg, names=("AR-CSM (MADE)",), device=device, n_samples=0)
+        result = images.run_image_experiment("mnist", cfg, names=("AR-CSM (MADE)",), device=device, n=0)
         print(f"\nfull AR-CSM (MADE) MNIST run ({cfg['csm_steps']} steps, batch {cfg['batch_size']}): training "
               f"{result['seconds']['AR-CSM (MADE)']:.0f} s, with evaluation {time.perf_counter() - start:.0f} s, "
               f"test bits/dim {result['bits_per_dim']['AR-CSM (MADE)']:.3f}")

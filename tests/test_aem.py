@@ -41,7 +41,7 @@ class ExactAEM(AEM):
 
 def small_aem(dim=2, **kw):
     torch.manual_seed(0)
-    args = dict(n_components=4, context_dim=8, hidden=32, n_blocks=1, energy_hidden=32, n_samples=16)
+    args = dict(n_components=4, context_dim=8, hidden=32, n_blocks=1, energy_hidden=32, n_importance=16)
     args.update(kw)
     return AEM(dim, **args)
 
@@ -51,7 +51,7 @@ def test_log_normaliser_is_exact_when_the_proposal_is_the_target_conditional():
     x = target.sample(200)
     model = ExactAEM(2, n_components=1)
     for s in (1, 7):
-        out = model(x, n_samples=s, generator=torch.Generator().manual_seed(s))
+        out = model(x, n_importance=s, generator=torch.Generator().manual_seed(s))
         assert torch.allclose(out.log_normaliser, torch.full_like(out.log_normaliser, LOG_Z), atol=1e-5)
         assert out.log_normaliser.std() < 1e-5                                   # zero variance
         assert torch.allclose(out.log_prob, target.log_prob(x).float(), atol=1e-4)
@@ -95,12 +95,12 @@ def test_trained_aem_log_likelihood_matches_the_true_gaussian():
     loss_fn = AEMLoss(warmup_steps=50)
     train.fit(model, loss_fn, x_train, steps=200, batch_size=128, lr=5e-3, progress=False, device="cpu")
     assert loss_fn.alphas[0] == 0.0 and loss_fn.alphas[-1] == 1.0
-    mean, stderr = model.log_likelihood(x_test, n_samples=300, generator=torch.Generator().manual_seed(0))
+    mean, stderr = model.log_likelihood(x_test, n_importance=300, generator=torch.Generator().manual_seed(0))
     truth = float(target.log_prob(x_test).mean())                                # about -2.37
     assert 0 < stderr < 0.1
     assert abs(mean - truth) < 0.05, (mean, truth)
     # per point, too (not only on average)
-    gap = model.log_prob(x_test[:200], n_samples=300) - target.log_prob(x_test[:200]).float()
+    gap = model.log_prob(x_test[:200], n_importance=300) - target.log_prob(x_test[:200]).float()
     assert gap.abs().mean() < 0.1, float(gap.abs().mean())
 
 
@@ -185,8 +185,8 @@ def test_bad_inputs_raise_value_error():
         model.log_prob(torch.randn(5, 3))
     with pytest.raises(ValueError, match="NaN"):
         model(torch.tensor([[float("nan"), 0.0]]))
-    with pytest.raises(ValueError, match="n_samples"):
-        model.log_prob(torch.randn(5, 2), n_samples=0)
+    with pytest.raises(ValueError, match="n_importance"):
+        model.log_prob(torch.randn(5, 2), n_importance=0)
     with pytest.raises(ValueError, match="alpha"):
         model.loss(torch.randn(5, 2), alpha=2.0)
     with pytest.raises(ValueError, match="dim"):

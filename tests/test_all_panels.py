@@ -80,7 +80,7 @@ def _lesson10():
     torch.manual_seed(0)
     model = ARCSM(16, hidden=16, n_blocks=1, context_dim=4, head_hidden=8)
     cfg = dict(langevin_steps=2, langevin_step_size=1e-3, langevin_sigmas=(3.0, 1.0))
-    _, states = images.sample_images(model, 2, cfg, torch.Generator().manual_seed(0), record=True)
+    _, states = images.sample_images(model, 2, cfg, generator=torch.Generator().manual_seed(0), record=True)
     return _lesson("lesson10").sampling_panel(model, states, (1, 4, 4))
 
 

@@ -93,7 +93,7 @@ def test_psnr_closed_form_and_denoising_outputs():
     assert images.psnr(clean, torch.full((2, 4), 0.1)) == pytest.approx(20.0)
     torch.manual_seed(0)
     model = ARCSM(4, hidden=8, context_dim=2, head_hidden=8, cond_dim=1)
-    out = images.denoising_experiment(model, torch.rand(3, 4) * 2 - 1, 0.6, torch.Generator().manual_seed(0),
+    out = images.denoising_experiment(model, torch.rand(3, 4) * 2 - 1, 0.6, generator=torch.Generator().manual_seed(0),
                                       noise_conditional=True, n_nodes=16)
     assert set(out["psnr"]) == {"noisy", "conditional", "joint"} and out["joint"].shape == (3, 4)
     with pytest.raises(ValueError, match="sigma"):
@@ -104,9 +104,9 @@ def test_training_on_noisy_digits_lowers_the_loss_and_sampling_records_one_state
     k, _ = images.load_integers("digits", "train", n=256)
     z = images.to_logit_space(k, 17)
     model = images.make_arcsm("made", TINY)
-    history = images.train_image_arcsm(model, z, n_steps=60, batch_size=64, lr=1e-2, noise_sigma=0.1, device="cpu")
+    history = images.train_image_arcsm(model, z, steps=60, batch_size=64, lr=1e-2, noise_sigma=0.1, device="cpu")
     assert sum(history.loss[-10:]) / 10 < sum(history.loss[:10]) / 10
-    x, states = images.sample_images(model, 2, TINY, torch.Generator().manual_seed(0), record=True)
+    x, states = images.sample_images(model, 2, TINY, generator=torch.Generator().manual_seed(0), record=True)
     assert states.shape == (65, 2, 64) and torch.equal(states[-1], x)
     changed = (states[1:] != states[:-1]).any(1)                       # (64 pixels, 64 dims)
     assert torch.equal(changed.nonzero()[:, 1], torch.arange(64))      # step t changes pixel t only
@@ -120,13 +120,14 @@ def test_pixelcnn_backbone_and_baselines_train_and_score():
               "GaussianMADE": images.make_baseline("gaussian_made", TINY),
               "PixelCNN++": images.make_baseline("pixelcnn++", TINY)}
     assert isinstance(models["PixelCNN++"], PixelCNNPP) and isinstance(models["GaussianMADE"], GaussianMADE)
-    images.train_image_arcsm(models["AR-CSM (PixelCNN)"], images.to_logit_space(k, 17), 3, device="cpu")
+    images.train_image_arcsm(models["AR-CSM (PixelCNN)"], images.to_logit_space(k, 17), steps=3, device="cpu")
     for name in ("GaussianMADE", "PixelCNN++"):
-        images.train_baseline(models[name], k, 17, 3, device="cpu")
-    table = images.bits_per_dim_table(models, k[:8], 17, n_nodes=8)
+        images.train_baseline(models[name], k, 17, steps=3, device="cpu")
+    models["AR-CSM (PixelCNN)"].set_support(n_nodes=8)
+    table = images.bits_per_dim_table(models, k[:8], 17)
     assert all(math.isfinite(v) and v > 0 for v in table.values())
     assert "| PixelCNN++ |" in images.markdown_table(table)
-    rate = images.images_per_second(models["AR-CSM (PixelCNN)"], images.csm_loss(), images.to_logit_space(k, 17), 1)
+    rate = images.images_per_second(models["AR-CSM (PixelCNN)"], images.csm_loss(), images.to_logit_space(k, 17), repeats=1)
     assert rate > 0
 
 

@@ -27,7 +27,7 @@ def test_conditional_figure_at_the_slider_ends(first_value, order):
 
 def test_the_quadrature_curve_of_the_exact_model_is_the_true_conditional():
     grid = torch.linspace(-6, 6, 201)
-    learned = lesson07.conditional_log_density(ExactConditionalScores(TARGET), 0.5, grid, n_nodes=1024)
+    learned = lesson07.conditional_log_density(ExactConditionalScores(TARGET).set_support(n_nodes=1024), 0.5, grid)
     x = torch.stack([torch.full_like(grid, 0.5), grid], 1)
     from csm_edu.models.arcsm import target_conditional_log_probs
     assert torch.allclose(learned, target_conditional_log_probs(TARGET, x)[:, 1], atol=1e-3)
@@ -50,13 +50,13 @@ def test_bad_values_raise_and_the_panel_builds():
 
 def test_lesson_helpers_train_evaluate_and_draw():
     x = data.make_toy("mixture", 200, seed=0)
-    models, histories = toy_density.train_lesson_models(x, n_steps=3, batch_size=64, hidden=8, n_components=2,
-                                                     without_background=True)
+    models, histories = toy_density.train_lesson_models(x, steps=3, batch_size=64, hidden=8, n_components=2,
+                                                     without_background=True, n_nodes=16)
     assert list(models) == ["AR-CSM", "AR-CSM, no background", "GaussianMADE", "MixtureMADE"]
     assert all(h.steps == 3 for h in histories.values())
-    rows = toy_density.evaluate_models(models, x[:20], TARGET, n_nodes=16)
+    rows = toy_density.evaluate_models(models, x[:20], TARGET)
     assert [r["model"] for r in rows][-1] == "true density" and all(r["fisher"] >= 0 for r in rows)
-    exact = toy_density.evaluate_models({"exact": ExactConditionalScores(TARGET)}, x[:20], None, n_nodes=512)
+    exact = toy_density.evaluate_models({"exact": ExactConditionalScores(TARGET).set_support(n_nodes=512)}, x[:20], None)
     assert exact[0]["log_lik"] == pytest.approx(float(TARGET.log_prob(x[:20]).mean()), abs=1e-3)
     assert "AR-CSM" in lesson07.format_table({"mixture": rows})
     torch.manual_seed(0)

@@ -30,17 +30,17 @@ def test_autoregressive_normaliser_beats_the_joint_one_in_high_dimension():
     assert est["joint"].std() > 3 * est["autoregressive"].std()
 
 
-@pytest.mark.parametrize("dim,n_samples", [(1, 1), (64, 256), (8, 64)])
-def test_spread_figure_over_the_slider_range(dim, n_samples):
-    fig, text = lesson08.normaliser_spread_figure(dim, n_samples, n_repeats=50)
+@pytest.mark.parametrize("dim,n_importance", [(1, 1), (64, 256), (8, 64)])
+def test_spread_figure_over_the_slider_range(dim, n_importance):
+    fig, text = lesson08.normaliser_spread_figure(dim, n_importance, n_repeats=50)
     assert f"D={dim}" in text and "nats" in text
     plt.close(fig)
 
 
 def test_comparison_trains_and_tabulates_all_three():
     x = make_toy("grid", 400, seed=0)
-    models, histories = aem_study.train_comparison(x, n_steps=3, batch_size=64, hidden=16, n_components=3, n_samples=4)
-    assert set(models) == {"AEM", "AR-CSM", "MixtureMADE"}
+    models, histories = aem_study.train_comparison(x, steps=3, batch_size=64, hidden=16, n_components=3, n_importance=4)
+    assert set(models) == {"AEM", "AEM proposal", "AR-CSM", "MixtureMADE"}
     rows = aem_study.compare_log_likelihoods(models, histories, x[:50], toy_distribution("grid"),
                                             n_importance=16, n_nodes=32)
     assert [r["model"] for r in rows] == ["AEM", "AEM proposal", "AR-CSM", "MixtureMADE", "true density"]
@@ -51,13 +51,13 @@ def test_comparison_trains_and_tabulates_all_three():
     sizes, bias, spread = aem_study.importance_bias_curve(models["AEM"], x[:50], (1, 4), reference_samples=64, n_repeats=2)
     assert sizes == [1, 4] and len(bias) == len(spread) == 2
     with pytest.raises(ValueError, match="model name"):
-        aem_study.train_comparison(x, n_steps=1, models=("PixelCNN",))
+        aem_study.train_comparison(x, steps=1, models=("PixelCNN",))
 
 
 def test_bad_settings_raise_value_error():
     with pytest.raises(ValueError, match="dim"):
         aem_study.normaliser_spread(0, 4)
-    with pytest.raises(ValueError, match="n_samples"):
+    with pytest.raises(ValueError, match="n_importance"):
         aem_study.normaliser_spread(2, 0)
 
 

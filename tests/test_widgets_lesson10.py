@@ -17,7 +17,7 @@ CFG = dict(langevin_steps=2, langevin_step_size=1e-3, langevin_sigmas=(3.0, 1.0)
 def sampled():
     torch.manual_seed(0)
     model = ARCSM(16, hidden=16, context_dim=4, head_hidden=8)
-    _, states = images.sample_images(model, 3, CFG, torch.Generator().manual_seed(0), record=True)
+    _, states = images.sample_images(model, 3, CFG, generator=torch.Generator().manual_seed(0), record=True)
     return model, states
 
 

@@ -16,7 +16,7 @@ def results():
     torch.manual_seed(0)
     model = ARCSM(16, hidden=16, context_dim=4, head_hidden=8, cond_dim=1)
     clean = torch.rand(4, 16) * 2 - 1
-    return {s: images.denoising_experiment(model, clean, s, torch.Generator().manual_seed(0), True, n_nodes=8)
+    return {s: images.denoising_experiment(model, clean, s, generator=torch.Generator().manual_seed(0), noise_conditional=True, n_nodes=8)
             for s in (0.2, 0.6, 1.0)}
 
 

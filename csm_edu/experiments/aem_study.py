@@ -20,7 +20,7 @@ import math
 from typing import Dict, Optional, Sequence
 import numpy as np
 import torch
-from .. import checks, objectives, train
+from .. import checks, config, objectives, train
 from ..models import AEM, AEMLoss, ARCSM, MixtureMADE
 from ..models.aem import importance_log_normaliser
 
@@ -40,55 +40,56 @@ def _log_ratio(x):
     return log_m - _log_normal(x, 0.0, PROPOSAL_STD)
 
 
-def normaliser_spread(dim: int, n_samples: int, n_repeats: int = 300, seed: int = 0) -> Dict[str, np.ndarray]:
+def normaliser_spread(dim: int, n_importance: int, *, n_repeats: int = 300, seed: int = 0) -> Dict[str, np.ndarray]:
     r"""Measured log Z_hat - log Z (log Z = 0) of the joint and the autoregressive estimator, ``n_repeats`` times.
 
     Returns {"joint": (R,), "autoregressive": (R,)} NumPy arrays; both estimators use the same
     S x D proposal draws in each repeat (see the module docstring).
     """
     dim = checks.positive_int(dim, "dim")
-    n_samples = checks.positive_int(n_samples, "n_samples")
+    n_importance = checks.positive_int(n_importance, "n_importance")
     n_repeats = checks.positive_int(n_repeats, "n_repeats", minimum=2)
     g = torch.Generator().manual_seed(seed)
-    x = PROPOSAL_STD * torch.randn(n_repeats, n_samples, dim, generator=g)
+    x = PROPOSAL_STD * torch.randn(n_repeats, n_importance, dim, generator=g)
     log_w = _log_ratio(x)                                                   # (R, S, D)
     zeros = torch.zeros(())
-    joint = importance_log_normaliser(log_w.sum(-1), zeros.expand(n_repeats, n_samples))
-    per_dim = importance_log_normaliser(log_w.transpose(1, 2), zeros.expand(n_repeats, dim, n_samples))
+    joint = importance_log_normaliser(log_w.sum(-1), zeros.expand(n_repeats, n_importance))
+    per_dim = importance_log_normaliser(log_w.transpose(1, 2), zeros.expand(n_repeats, dim, n_importance))
     return {"joint": joint.numpy(), "autoregressive": per_dim.sum(-1).numpy()}
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_spread_rows(n_samples, dims, n_repeats, seed):
-    return tuple(spread_against_dimension(n_samples, dims, n_repeats, seed))
+def _cached_spread_rows(n_importance, dims, n_repeats, seed):
+    return tuple(spread_against_dimension(n_importance, dims=dims, n_repeats=n_repeats, seed=seed))
 
 
-def spread_against_dimension(n_samples: int, dims: Sequence[int] = DIMS, n_repeats: int = 300, seed: int = 0):
+def spread_against_dimension(n_importance: int, *, dims: Sequence[int] = DIMS, n_repeats: int = 300, seed: int = 0):
     """Bias (mean of log Z_hat - log Z) and standard deviation of both estimators for each D in ``dims``."""
     rows = []
     for d in dims:
-        est = normaliser_spread(d, n_samples, n_repeats, seed)
+        est = normaliser_spread(d, n_importance, n_repeats=n_repeats, seed=seed)
         rows.append({"dim": d, **{f"{k}_{stat}": float(getattr(np, stat)(v)) for k, v in est.items()
                                   for stat in ("mean", "std")}})
     return rows
 
 
-def train_comparison(x: torch.Tensor, n_steps: int, batch_size: int = 256, lr: float = 3e-3, hidden: int = 64,
-                     n_components: int = 10, n_samples: int = 20, warmup_steps: Optional[int] = None,
+def train_comparison(x: torch.Tensor, *, steps: int, batch_size: int = 256, lr: float = 3e-3, hidden: int = 64,
+                     n_components: int = 10, n_importance: int = 20, warmup_steps: Optional[int] = None,
                      background: float = 0.05, seed: int = 0, models: Sequence[str] = ("AEM", "AR-CSM", "MixtureMADE")):
     """Train the AEM (:class:`~csm_edu.models.AEMLoss`, alpha warmed up over ``warmup_steps``,
-    default n_steps // 5), AR-CSM (composite score matching with ``background``, as in lesson 07)
+    default steps // 5), AR-CSM (composite score matching with ``background``, as in lesson 07)
     and MixtureMADE (maximum likelihood) with the same ResMADE size and Adam schedule.
 
     Returns ``(models, histories)``, dicts keyed by name; ``histories[name].ms_per_step`` is the
-    measured training time per step.
+    measured training time per step. After the AEM, ``models`` holds its proposal q as a density model
+    of its own (``"AEM proposal"``, :attr:`~csm_edu.models.AEM.proposal`; no history).
     """
     x = checks.as_batch(x, "x")
     dim = x.shape[1]
-    n_steps = checks.positive_int(n_steps, "n_steps")
-    warmup_steps = n_steps // 5 if warmup_steps is None else warmup_steps
+    steps = checks.positive_int(steps, "steps")
+    warmup_steps = steps // 5 if warmup_steps is None else warmup_steps
     plan = {
-        "AEM": (lambda: AEM(dim, n_components, hidden=hidden, n_samples=n_samples), AEMLoss(warmup_steps)),
+        "AEM": (lambda: AEM(dim, n_components, hidden=hidden, n_importance=n_importance), AEMLoss(warmup_steps)),
         "AR-CSM": (lambda: ARCSM(dim, hidden=hidden, head_hidden=hidden),
                    lambda m, b: objectives.composite_score_matching(m, b, background=background)),
         "MixtureMADE": (lambda: MixtureMADE(dim, n_components, hidden=hidden), objectives.negative_log_likelihood),
@@ -97,42 +98,42 @@ def train_comparison(x: torch.Tensor, n_steps: int, batch_size: int = 256, lr: f
     for name in models:
         checks.one_of(name, "model name", tuple(plan))
         build, loss = plan[name]
-        torch.manual_seed(seed)
-        built[name] = build()
-        histories[name] = train.fit(built[name], loss, x, steps=n_steps, batch_size=batch_size, lr=lr,
+        with config.seeded(seed):
+            built[name] = build()
+        histories[name] = train.fit(built[name], loss, x, steps=steps, batch_size=batch_size, lr=lr,
                                     generator=torch.Generator().manual_seed(seed), device="cpu")
+        if name == "AEM":
+            built["AEM proposal"] = built["AEM"].proposal
     return built, histories
 
 
-def compare_log_likelihoods(models: Dict[str, torch.nn.Module], histories, x_test: torch.Tensor, target=None,
+def _evaluation(name: str, n_importance: int, bounds, n_nodes: int, seed: int):
+    """(log_prob options, how) of the comparison's model ``name``: its plan in :func:`train_comparison`."""
+    if name == "AEM":
+        return (dict(n_importance=n_importance, generator=torch.Generator().manual_seed(seed)),
+                f"importance sampling, S={n_importance}")
+    if name == "AR-CSM":
+        return dict(bounds=bounds, n_nodes=n_nodes), f"quadrature, {n_nodes} nodes"
+    return {}, "exact"
+
+
+def compare_log_likelihoods(models: Dict[str, torch.nn.Module], histories, x_test: torch.Tensor, target=None, *,
                             n_importance: int = 1000, bounds: Sequence[float] = (-6.0, 6.0), n_nodes: int = 256,
                             seed: int = 0):
-    """One row per model: test log-likelihood, its standard error over test points, how it was
-    computed, and ms per training step. AEM: importance sampling with ``n_importance`` samples per
-    conditional (biased up, ~1/S); AR-CSM: 1-D quadrature (:func:`csm_edu.quadrature.arcsm_log_prob`);
-    MixtureMADE: exact. After the AEM, a row for its proposal q alone (exact); a last row holds
-    the true density when ``target`` is given."""
-    from ..quadrature import arcsm_log_prob
+    """One row per model of :func:`train_comparison`: test log-likelihood ``model.log_prob(x_test, ...)``,
+    its standard error over test points, how it was computed, and ms per training step. AEM:
+    importance sampling with ``n_importance`` samples per conditional (biased up, ~1/S; generator
+    seeded by ``seed``); AR-CSM: 1-D quadrature on ``bounds`` with ``n_nodes`` nodes; MixtureMADE
+    and the AEM's proposal: exact. A last row holds the true density when ``target`` is given."""
     x_test = checks.as_batch(x_test, "x_test")
     rows = []
     for name, model in models.items():
+        options, how = _evaluation(name, n_importance, bounds, n_nodes, seed)
         with torch.no_grad():
-            if isinstance(model, AEM):
-                values, how = model.log_prob(x_test, n_importance, generator=torch.Generator().manual_seed(seed)), \
-                    f"importance sampling, S={n_importance}"
-            elif isinstance(model, ARCSM):
-                values, how = arcsm_log_prob(model, x_test, bounds=bounds, n_nodes=n_nodes), f"quadrature, {n_nodes} nodes"
-            else:
-                values, how = model.log_prob(x_test), "exact"
-        values = values.double()
+            values = model.log_prob(x_test, **options).double()
         rows.append({"model": name, "log_lik": float(values.mean()),
                      "stderr": float(values.std() / math.sqrt(len(values))), "how": how,
                      "ms_per_step": histories[name].ms_per_step if name in histories else float("nan")})
-        if isinstance(model, AEM):   # the proposal alone is a mixture MADE with an exact likelihood
-            values = model.proposal_log_prob(x_test).double()
-            rows.append({"model": f"{name} proposal", "log_lik": float(values.mean()),
-                         "stderr": float(values.std() / math.sqrt(len(values))), "how": "exact",
-                         "ms_per_step": float("nan")})
     if target is not None:
         values = target.log_prob(x_test).double()
         rows.append({"model": "true density", "log_lik": float(values.mean()),

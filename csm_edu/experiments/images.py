@@ -16,6 +16,13 @@ bound on a discrete model's. The PixelCNN++ baseline is a discrete model of the 
 bpd = -log2 P(k) / D. All numbers are therefore bits per pixel integer, with the same L; a
 uniform model scores log2 L (4.09 for digits, 8 for bytes).
 
+**One model interface.** Every function here asks a model only for ``log_prob(x)`` and
+``sample(n, generator=...)`` (DESIGN.md, Contracts), on the model's own data space: a discrete
+model declares it by its ``levels`` (:class:`~csm_edu.models.PixelCNNPP`: x = k / (L - 1), log_prob a
+log mass), every other model is a density on the logit rows z. :func:`integers_to_model` and
+:func:`model_to_pixels` are the one place that maps integers to a model's space and back; the
+AR-CSMs built here carry their quadrature box ``BOUNDS`` and ``n_nodes`` (:func:`make_arcsm`).
+
 **Denoising space.** Denoising works in the centred space x = 2y - 1 in [-1, 1]
 (``DENOISE_SCALE``), the rescaling in which we read the paper's sigma = 0.6; PSNR is measured on
 [0, 1] pixels, PSNR = 10 log10(1 / MSE).
@@ -34,8 +41,7 @@ from ..metrics import auroc
 from ..models import ARCSM, GaussianMADE
 from ..models.arcsm import AutoregressiveScoreModel
 from ..models.pixelcnn import PixelCNNContext, PixelCNNPP
-from ..quadrature import arcsm_log_prob, joint_score
-from ..sampling import autoregressive_langevin
+from ..quadrature import joint_score
 from .stability import DIGITS_BOUNDS, DIGITS_LOGIT_LAMBDA
 from ..train import History, fit
 
@@ -170,15 +176,20 @@ def to_pixels(z: torch.Tensor, image_shape: Sequence[int]) -> torch.Tensor:
 # ----------------------------------------------------------------------------- models and training
 
 def make_arcsm(backbone: str, cfg: dict, cond_dim: int = 0) -> ARCSM:
-    """AR-CSM sized by ``cfg`` (:func:`image_config`) with a ``"made"`` (flattened image) or ``"pixelcnn"`` backbone."""
+    """AR-CSM sized by ``cfg`` (:func:`image_config`) with a ``"made"`` (flattened image) or ``"pixelcnn"`` backbone.
+
+    Its density lives on the box ``BOUNDS`` with ``cfg["n_nodes"]`` quadrature nodes (:meth:`~csm_edu.models.ARCSM.set_support`).
+    """
     backbone = checks.one_of(backbone, "backbone", BACKBONES)
     if backbone == "made":
-        return ARCSM(cfg["dim"], hidden=cfg["made_hidden"], n_blocks=cfg["made_blocks"], context_dim=cfg["context_dim"],
-                     head_hidden=cfg["head_hidden"], cond_dim=cond_dim)
-    net = PixelCNNContext(cfg["image_shape"], cfg["context_dim"], cfg["pixelcnn_channels"], cfg["pixelcnn_blocks"],
-                          first_kernel=cfg["first_kernel"], cond_dim=cond_dim)
-    return ARCSM(cfg["dim"], context_dim=cfg["context_dim"], head_hidden=cfg["head_hidden"], cond_dim=cond_dim,
-                 backbone=net)
+        model = ARCSM(cfg["dim"], hidden=cfg["made_hidden"], n_blocks=cfg["made_blocks"], context_dim=cfg["context_dim"],
+                      head_hidden=cfg["head_hidden"], cond_dim=cond_dim)
+    else:
+        net = PixelCNNContext(cfg["image_shape"], cfg["context_dim"], cfg["pixelcnn_channels"], cfg["pixelcnn_blocks"],
+                              first_kernel=cfg["first_kernel"], cond_dim=cond_dim)
+        model = ARCSM(cfg["dim"], context_dim=cfg["context_dim"], head_hidden=cfg["head_hidden"], cond_dim=cond_dim,
+                      backbone=net)
+    return model.set_support(bounds=BOUNDS, n_nodes=cfg["n_nodes"])
 
 
 def make_baseline(name: str, cfg: dict):
@@ -225,7 +236,7 @@ def dequantizing(loss_fn: Callable, levels: int) -> Callable:
     return loss
 
 
-def train_image_arcsm(model: AutoregressiveScoreModel, x: torch.Tensor, n_steps: int, batch_size: int = 128,
+def train_image_arcsm(model: AutoregressiveScoreModel, x: torch.Tensor, *, steps: int, batch_size: int = 128,
                       lr: float = 3e-3, noise_sigma: float = 0.0, noise_levels: Optional[Sequence[float]] = None,
                       device=None, seed: int = 0, progress: bool = False, levels: Optional[int] = None) -> History:
     """Train an AR-CSM by composite score matching (:func:`csm_loss`); returns the History.
@@ -236,29 +247,51 @@ def train_image_arcsm(model: AutoregressiveScoreModel, x: torch.Tensor, n_steps:
     loss_fn = csm_loss(noise_sigma, noise_levels)
     if levels is not None:
         loss_fn, x = dequantizing(loss_fn, levels), torch.as_tensor(x).reshape(len(x), -1).float()
-    return fit(model, loss_fn, x, steps=n_steps, batch_size=batch_size, lr=lr,
+    return fit(model, loss_fn, x, steps=steps, batch_size=batch_size, lr=lr,
                generator=torch.Generator().manual_seed(seed), device=device, progress=progress)
 
 
-def mle_loss(model) -> Callable:
-    """loss_fn for an MLE baseline: PixelCNN++'s mean bits/dim, else the mean negative log-likelihood."""
-    if isinstance(model, PixelCNNPP):
-        return lambda m, x: m.loss(x)
-    return objectives.negative_log_likelihood
+def mle_loss(model, x: torch.Tensor) -> torch.Tensor:
+    """loss_fn(model, x) for an MLE baseline: the model's own maximum-likelihood ``loss(x)``
+    (mean negative log-likelihood; PixelCNN++: mean bits/dim, the same objective rescaled)."""
+    return model.loss(x)
 
 
-def train_baseline(model, k: torch.Tensor, levels: int, n_steps: int, batch_size: int = 128, lr: float = 3e-3,
+def _is_discrete(model, levels: int) -> bool:
+    """True for a discrete model of ``levels`` grey levels (it declares ``levels``), False for a density on logit z."""
+    model_levels = getattr(model, "levels", None)      # the declared data space (module docstring), not a type test
+    if model_levels is not None and model_levels != levels:
+        raise ValueError(f"the model is discrete on {model_levels} levels but the data have levels={levels}")
+    return model_levels is not None
+
+
+def integers_to_model(model, k: torch.Tensor, levels: int, seed: int = 0) -> torch.Tensor:
+    """Integer pixels k (n, ...) -> rows (n, D) in ``model``'s data space: k/(L-1) for a discrete model,
+    else dequantised logit rows (:func:`to_logit_space`, noise seeded by ``seed``)."""
+    if _is_discrete(model, levels):
+        return torch.as_tensor(k).reshape(len(k), -1).float() / (levels - 1)
+    return to_logit_space(k, levels, seed)
+
+
+def model_to_pixels(model, x: torch.Tensor, levels: int, image_shape: Sequence[int]) -> torch.Tensor:
+    """Rows (or images) in ``model``'s data space -> images (n, C, H, W) in [0, 1] (logit rows clamped to ``BOUNDS``)."""
+    if _is_discrete(model, levels):
+        return x.reshape(len(x), *image_shape)
+    return to_pixels(x.clamp(*BOUNDS), image_shape)
+
+
+def train_baseline(model, k: torch.Tensor, levels: int, *, steps: int, batch_size: int = 128, lr: float = 3e-3,
                    device=None, seed: int = 0, progress: bool = False) -> History:
-    """Train an MLE baseline by maximum likelihood on integer pixels ``k``.
+    """Train an MLE baseline by maximum likelihood (:func:`mle_loss`) on integer pixels ``k``.
 
-    PixelCNN++ sees k/(L-1); continuous baselines see logit z, dequantised afresh each batch (:func:`dequantizing`).
+    A discrete model sees k/(L-1); a continuous one sees logit z, dequantised afresh each batch (:func:`dequantizing`).
     """
     rows = k.reshape(len(k), -1).float()
-    if isinstance(model, PixelCNNPP):
-        loss_fn, data = mle_loss(model), rows / (levels - 1)
+    if _is_discrete(model, levels):
+        loss_fn, data = mle_loss, rows / (levels - 1)
     else:
-        loss_fn, data = dequantizing(mle_loss(model), levels), rows
-    return fit(model, loss_fn, data, steps=n_steps, batch_size=batch_size, lr=lr,
+        loss_fn, data = dequantizing(mle_loss, levels), rows
+    return fit(model, loss_fn, data, steps=steps, batch_size=batch_size, lr=lr,
                generator=torch.Generator().manual_seed(seed), device=device, progress=progress)
 
 
@@ -269,44 +302,44 @@ def _device_of(model) -> torch.device:
         return torch.device("cpu")
 
 
-def model_bits_per_dim(model, k: torch.Tensor, levels: int, n_nodes: int = 64, seed: int = 1,
-                       batch_size: int = 500) -> torch.Tensor:
-    """Bits/dim per image ``(n,)`` of integer pixels ``k`` under any model of this module (module docstring).
+def model_bits_per_dim(model, k: torch.Tensor, levels: int, *, seed: int = 1, chunk_size: int = 500) -> torch.Tensor:
+    r"""Bits/dim per image ``(n,)`` of integer pixels ``k`` under ``model`` (module docstring), from ``model.log_prob``.
 
-    AR-CSM: exact log-likelihood by quadrature on ``BOUNDS`` (:func:`csm_edu.quadrature.arcsm_log_prob`);
-    GaussianMADE: its exact log-likelihood; both on the dequantised logit z (noise seeded by ``seed``).
-    PixelCNN++: its discrete bits/dim of k. Rows go through in batches of ``batch_size``.
+    Discrete model (declares ``levels``): bpd = -log P(k) / (D log 2) with x = k/(L-1). Density on
+    logit z (AR-CSM by quadrature on its support, GaussianMADE exactly, ...): the dequantised
+    bits/dim of :func:`csm_edu.data.image_data.bits_per_dim`, noise seeded by ``seed``. Rows go
+    through in chunks of ``chunk_size`` (chunk i dequantised with seed + i).
     """
     levels = checks.positive_int(levels, "levels", minimum=2)
     device = _device_of(model)
     out = []
-    for i, rows in enumerate(torch.split(torch.as_tensor(k), checks.positive_int(batch_size, "batch_size"))):
+    for i, rows in enumerate(torch.split(torch.as_tensor(k), checks.positive_int(chunk_size, "chunk_size"))):
+        x = integers_to_model(model, rows, levels, seed + i)
         with torch.no_grad():
-            if isinstance(model, PixelCNNPP):
-                out.append(model.bits_per_dim(rows.reshape(len(rows), -1).float().to(device) / (levels - 1)).cpu())
-                continue
-            z = to_logit_space(rows, levels, seed + i).to(device)
-            if isinstance(model, AutoregressiveScoreModel):
-                log_q = arcsm_log_prob(model, z, bounds=BOUNDS, n_nodes=n_nodes)
-            else:
-                log_q = model.log_prob(z)
-            out.append(image_data.bits_per_dim(log_q.cpu(), z.cpu(), "logit", levels, LOGIT_LAMBDA))
+            log_p = model.log_prob(x.to(device)).cpu()
+        if _is_discrete(model, levels):
+            out.append(-log_p / (x.shape[1] * math.log(2.0)))
+        else:
+            out.append(image_data.bits_per_dim(log_p, x, "logit", levels, LOGIT_LAMBDA))
     return torch.cat(out)
 
 
-def quadrature_error_bits(model: AutoregressiveScoreModel, k: torch.Tensor, levels: int, n_nodes: int = 64,
-                          seed: int = 1) -> float:
-    """Mean estimated quadrature error of an AR-CSM's log-likelihood, in bits/dim (error / (D log 2))."""
+def quadrature_error_bits(model: AutoregressiveScoreModel, k: torch.Tensor, levels: int, *,
+                          n_nodes: Optional[int] = None, seed: int = 1) -> float:
+    """Mean estimated quadrature error of an AR-CSM's log-likelihood on ``BOUNDS``, in bits/dim (error / (D log 2)).
+
+    ``n_nodes`` defaults to the model's own (:meth:`~csm_edu.models.ARCSM.set_support`).
+    """
     z = to_logit_space(k, levels, seed).to(_device_of(model))
-    _, error = arcsm_log_prob(model, z, bounds=BOUNDS, n_nodes=n_nodes, return_error=True)
+    _, error = model.log_prob(z, bounds=BOUNDS, n_nodes=n_nodes, return_error=True)
     return float(error.mean()) / (z.shape[1] * math.log(2.0))
 
 
-def bits_per_dim_table(models: Dict[str, object], k: torch.Tensor, levels: int, n_nodes: int = 64) -> Dict[str, float]:
+def bits_per_dim_table(models: Dict[str, object], k: torch.Tensor, levels: int) -> Dict[str, float]:
     """Mean test bits/dim of each model (name -> model), plus ``"uniform"`` = log2 L, as name -> float."""
     table = {"uniform": math.log2(levels)}
     for name, model in models.items():
-        table[name] = float(model_bits_per_dim(model, k, levels, n_nodes).mean())
+        table[name] = float(model_bits_per_dim(model, k, levels).mean())
     return table
 
 
@@ -315,7 +348,7 @@ def markdown_table(table: Dict[str, float], value: str = "test bits/dim") -> str
     return "\n".join([f"| model | {value} |", "|---|---:|"] + [f"| {k} | {v:.3f} |" for k, v in table.items()])
 
 
-def images_per_second(model, loss_fn: Callable, x: torch.Tensor, repeats: int = 3) -> float:
+def images_per_second(model, loss_fn: Callable, x: torch.Tensor, *, repeats: int = 3) -> float:
     """Training throughput: batch size / median time of one loss + backward step (:func:`csm_edu.experiments.timing.time_per_step`)."""
     ms = time_per_step(loss_fn, model, x, repeats=repeats, warmup=1)
     return len(x) / (ms / 1000.0)
@@ -323,7 +356,13 @@ def images_per_second(model, loss_fn: Callable, x: torch.Tensor, repeats: int = 
 
 # ----------------------------------------------------------------------------- sampling
 
-def sample_images(model: AutoregressiveScoreModel, n: int, cfg: dict, generator: Optional[torch.Generator] = None,
+def langevin_options(n: int, dim: int, cfg: dict) -> dict:
+    """``sample`` options of an AR-CSM for reflected autoregressive Langevin with ``cfg``'s settings, n chains from z = 0."""
+    return dict(method="langevin", bounds=BOUNDS, init=torch.zeros(n, dim), n_steps=cfg["langevin_steps"],
+                step_size=cfg["langevin_step_size"], sigmas=cfg["langevin_sigmas"])
+
+
+def sample_images(model: AutoregressiveScoreModel, n: int, cfg: dict, *, generator: Optional[torch.Generator] = None,
                   record: bool = False):
     r"""Autoregressive Langevin with conditional noise annealing (:func:`csm_edu.sampling.autoregressive_langevin`).
 
@@ -335,9 +374,7 @@ def sample_images(model: AutoregressiveScoreModel, n: int, cfg: dict, generator:
     in generation order (``model.order``), for the pixel-by-pixel widget (digits-sized D only).
     """
     n = checks.positive_int(n, "n")
-    out = autoregressive_langevin(model, n, n_steps=cfg["langevin_steps"], step_size=cfg["langevin_step_size"],
-                                  sigmas=cfg["langevin_sigmas"], init=torch.zeros(n, model.dim), bounds=BOUNDS,
-                                  generator=generator, record=record)
+    out = model.sample(n, generator=generator, record=record, **langevin_options(n, model.dim, cfg))
     if not record:
         return out
     x, trajectory = out
@@ -374,7 +411,7 @@ def psnr(clean: torch.Tensor, estimate: torch.Tensor) -> float:
     return 10.0 * math.log10(1.0 / max(mse, 1e-12))
 
 
-def denoising_experiment(model: AutoregressiveScoreModel, x_clean: torch.Tensor, sigma: float,
+def denoising_experiment(model: AutoregressiveScoreModel, x_clean: torch.Tensor, sigma: float, *,
                          generator: Optional[torch.Generator] = None, noise_conditional: bool = False,
                          n_nodes: int = 32) -> dict:
     r"""Tweedie single-step denoising x^ = x~ + sigma^2 s(x~) with two scores of an AR-CSM trained on noisy data.
@@ -401,16 +438,16 @@ def denoising_experiment(model: AutoregressiveScoreModel, x_clean: torch.Tensor,
     return out
 
 
-def denoising_sweep(model: AutoregressiveScoreModel, x_clean: torch.Tensor, sigmas: Sequence[float], seed: int = 0,
+def denoising_sweep(model: AutoregressiveScoreModel, x_clean: torch.Tensor, sigmas: Sequence[float], *, seed: int = 0,
                     noise_conditional: bool = True, n_nodes: int = 32) -> Dict[float, dict]:
     """:func:`denoising_experiment` at every sigma (noise seeded by ``seed``): {sigma: result}, for the lesson's slider."""
-    return {float(s): denoising_experiment(model, x_clean, s, torch.Generator().manual_seed(seed), noise_conditional,
-                                           n_nodes) for s in sigmas}
+    return {float(s): denoising_experiment(model, x_clean, s, generator=torch.Generator().manual_seed(seed),
+                                           noise_conditional=noise_conditional, n_nodes=n_nodes) for s in sigmas}
 
 
 # ----------------------------------------------------------------------------- anomaly detection
 
-def outlier_sets(k_in: torch.Tensor, levels: int, k_held_out: Optional[torch.Tensor] = None,
+def outlier_sets(k_in: torch.Tensor, levels: int, *, k_held_out: Optional[torch.Tensor] = None,
                  seed: int = 0) -> Dict[str, torch.Tensor]:
     """Out-of-distribution integer images built offline from in-distribution ones ``k_in`` (n, C, H, W).
 
@@ -428,17 +465,17 @@ def outlier_sets(k_in: torch.Tensor, levels: int, k_held_out: Optional[torch.Ten
     return sets
 
 
-def anomaly_auroc(models: Dict[str, object], k_in: torch.Tensor, outliers: Dict[str, torch.Tensor], levels: int,
-                  n_nodes: int = 64) -> Dict[str, Dict[str, float]]:
+def anomaly_auroc(models: Dict[str, object], k_in: torch.Tensor, outliers: Dict[str, torch.Tensor],
+                  levels: int) -> Dict[str, Dict[str, float]]:
     """AUROC of the statistic "test bits/dim" (higher = more anomalous) for every outlier set and model.
 
     Returns {outlier set: {model: AUROC}}, AUROC = P(bpd of an outlier > bpd of an inlier)
     (:func:`csm_edu.metrics.auroc`); 0.5 is chance, 1 a perfect detector.
     """
-    inlier = {name: model_bits_per_dim(m, k_in, levels, n_nodes) for name, m in models.items()}
+    inlier = {name: model_bits_per_dim(m, k_in, levels) for name, m in models.items()}
     table = {}
     for set_name, k_out in outliers.items():
-        table[set_name] = {name: auroc(model_bits_per_dim(m, k_out, levels, n_nodes), inlier[name])
+        table[set_name] = {name: auroc(model_bits_per_dim(m, k_out, levels), inlier[name])
                            for name, m in models.items()}
     return table
 
@@ -454,6 +491,10 @@ def auroc_markdown(table: Dict[str, Dict[str, float]]) -> str:
 # ----------------------------------------------------------------------------- one experiment
 
 MODEL_NAMES = ("AR-CSM (MADE)", "AR-CSM (PixelCNN)", "GaussianMADE", "PixelCNN++")
+# how the experiment trains and samples each of its models: (steps key of cfg, trained by CSM?);
+# CSM models are sampled by Langevin with cfg's settings, the MLE baselines by their exact sampler
+_PLAN = {"AR-CSM (MADE)": ("csm_steps", True), "AR-CSM (PixelCNN)": ("pixelcnn_steps", True),
+         "GaussianMADE": ("mle_steps", False), "PixelCNN++": ("pixelcnn_steps", False)}
 
 
 def build_model(name: str, cfg: dict):
@@ -464,17 +505,15 @@ def build_model(name: str, cfg: dict):
             "PixelCNN++": lambda: make_baseline("pixelcnn++", cfg)}[name]()
 
 
-def sample_model(model, n: int, cfg: dict, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """n images (n, C, H, W) in [0, 1] from any model here (AR-CSM: :func:`sample_images`; baselines: ancestral)."""
-    if isinstance(model, AutoregressiveScoreModel):
-        return to_pixels(sample_images(model, n, cfg, generator).cpu(), cfg["image_shape"])
-    if isinstance(model, PixelCNNPP):
-        return model.sample(n, generator=generator).cpu()
-    return to_pixels(model.sample(n, generator=generator).clamp(*BOUNDS).cpu(), cfg["image_shape"])
+def sample_model(model, n: int, cfg: dict, *, generator: Optional[torch.Generator] = None, **options) -> torch.Tensor:
+    """n images (n, C, H, W) in [0, 1]: ``model.sample(n, generator=generator, **options)`` mapped back to pixels
+    (:func:`model_to_pixels`)."""
+    x = model.sample(n, generator=generator, **options)
+    return model_to_pixels(model, x.cpu(), cfg["levels"], cfg["image_shape"])
 
 
-def run_image_experiment(dataset: str, cfg: Optional[dict] = None, names: Sequence[str] = MODEL_NAMES, device=None,
-                         n_samples: int = 16, seed: int = 0, progress: bool = False,
+def run_image_experiment(dataset: str, cfg: Optional[dict] = None, *, names: Sequence[str] = MODEL_NAMES, device=None,
+                         n: int = 16, seed: int = 0, progress: bool = False,
                          report: Optional[Callable[[str], None]] = None, classes: Optional[Sequence[int]] = None) -> dict:
     r"""Train every model of ``names`` on ``dataset`` with ``cfg`` (default :func:`image_config`), then evaluate.
 
@@ -483,7 +522,7 @@ def run_image_experiment(dataset: str, cfg: Optional[dict] = None, names: Sequen
     PixelCNN++ on the integers. Returns a dict:
     ``cfg``, ``models``, ``seconds`` (training wall time), ``images_per_second`` (steps * batch /
     seconds), ``bits_per_dim`` (:func:`bits_per_dim_table` on ``cfg["n_test"]`` test images),
-    ``samples`` (name -> (n_samples, C, H, W) in [0, 1]; none when ``n_samples=0``), ``k_test``.
+    ``samples`` (name -> n images (n, C, H, W) in [0, 1]; none when ``n=0``), ``k_test``.
     ``classes``: keep only the images of these labels, in training and test (anomaly detection).
     """
     import time
@@ -496,26 +535,33 @@ def run_image_experiment(dataset: str, cfg: Optional[dict] = None, names: Sequen
     k_test = k_test[:cfg.get("n_test")]
     out = dict(cfg=cfg, models={}, seconds={}, images_per_second={}, samples={}, k_test=k_test)
     for name in names:
-        torch.manual_seed(seed)
-        model = build_model(name, cfg)
-        steps = cfg["pixelcnn_steps"] if "PixelCNN" in name else cfg["csm_steps"] if "AR-CSM" in name else cfg["mle_steps"]
+        with config.seeded(seed):
+            model = build_model(name, cfg)
+        steps_key, score_matching = _PLAN[name]
+        steps = cfg[steps_key]
         start = time.perf_counter()
-        if isinstance(model, AutoregressiveScoreModel):
-            train_image_arcsm(model, k_train, steps, cfg["batch_size"], cfg["lr"], device=device, seed=seed,
+        if score_matching:
+            train_image_arcsm(model, k_train, steps=steps, batch_size=cfg["batch_size"], lr=cfg["lr"], device=device, seed=seed,
                               progress=progress, levels=cfg["levels"])
         else:
-            train_baseline(model, k_train, cfg["levels"], steps, cfg["batch_size"], cfg["lr"], device=device, seed=seed,
+            train_baseline(model, k_train, cfg["levels"], steps=steps, batch_size=cfg["batch_size"], lr=cfg["lr"], device=device, seed=seed,
                            progress=progress)
         seconds = time.perf_counter() - start
         out["models"][name], out["seconds"][name] = model, seconds
         out["images_per_second"][name] = steps * cfg["batch_size"] / seconds
         if report:
             report(f"{name}: {steps} steps in {seconds:.1f} s ({out['images_per_second'][name]:.0f} images/s)")
-    out["bits_per_dim"] = bits_per_dim_table(out["models"], k_test, cfg["levels"], cfg["n_nodes"])
+    out["bits_per_dim"] = bits_per_dim_table(out["models"], k_test, cfg["levels"])
     gen = torch.Generator().manual_seed(seed)
-    if checks.positive_int(n_samples, "n_samples", minimum=0):
-        out["samples"] = {name: sample_model(m, n_samples, cfg, gen) for name, m in out["models"].items()}
+    if checks.positive_int(n, "n", minimum=0):
+        out["samples"] = {name: sample_model(m, n, cfg, generator=gen, **_sampler_options(name, n, cfg))
+                          for name, m in out["models"].items()}
     return out
+
+
+def _sampler_options(name: str, n: int, cfg: dict) -> dict:
+    """Sampler options of the experiment's model ``name``: Langevin from mid-grey for the CSM models, none otherwise."""
+    return langevin_options(n, cfg["dim"], cfg) if _PLAN[name][1] else {}
 
 
 def _in_classes(labels: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:

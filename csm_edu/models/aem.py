@@ -22,7 +22,7 @@ unnormalised density is bounded, which keeps the importance weights from explodi
 estimate of log Z is biased *down* and log p_hat = f - log Z_hat is biased *up*, by about
 Var(w / Z) / (2S) for weights w (delta method). The bias shrinks like 1/S and vanishes when q is
 exactly proportional to exp f (then every weight equals Z). Reported AEM log-likelihoods are
-therefore slightly optimistic; use many samples (``n_samples`` in :meth:`AEM.log_prob`).
+therefore slightly optimistic; use many samples (``n_importance`` in :meth:`AEM.log_prob`).
 
 **Training** (the paper's recipe). Proposal samples and their log q are detached (stop-gradient),
 so the gradient of log Z_hat with respect to f is the self-normalised estimate of E_p[grad f].
@@ -74,13 +74,13 @@ def mixture_log_prob(logits: torch.Tensor, means: torch.Tensor, scales: torch.Te
     return torch.logsumexp(comp, -1)
 
 
-def mixture_sample(logits: torch.Tensor, means: torch.Tensor, scales: torch.Tensor, n_samples: int,
+def mixture_sample(logits: torch.Tensor, means: torch.Tensor, scales: torch.Tensor, n: int,
                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """``n_samples`` draws from each 1-D mixture with params (..., K): shape (..., n_samples)."""
+    """``n`` draws from each 1-D mixture with params (..., K): shape (..., n)."""
     batch = logits.shape[:-1]
     probs = torch.softmax(logits.detach(), -1).reshape(-1, logits.shape[-1]).cpu()
-    k = torch.multinomial(probs, n_samples, replacement=True, generator=generator).to(logits.device)
-    k = k.reshape(*batch, n_samples)
+    k = torch.multinomial(probs, n, replacement=True, generator=generator).to(logits.device)
+    k = k.reshape(*batch, n)
     z = torch.randn(k.shape, generator=generator).to(means)
     return torch.gather(means, -1, k) + torch.gather(scales, -1, k) * z
 
@@ -102,7 +102,7 @@ class AEM(nn.Module):
     Parameters: ``dim`` D; ``n_components`` K of the proposal mixture; ``context_dim`` the size of
     each c_d; ``hidden``, ``n_blocks`` size the ResMADE; ``energy_hidden``, ``energy_layers`` size
     the energy MLP f(x_d, c_d) (shared by all d; an MLP on [x_d, c_d] with SiLU, output
-    -softplus(r) <= 0); ``n_samples`` S, the importance samples per conditional during training;
+    -softplus(r) <= 0); ``n_importance`` S, the importance samples per conditional during training;
     ``min_scale`` the smallest proposal standard deviation; ``order`` the generation order.
 
     Shapes: x is (n, D); ``context(x)`` returns (c (n, D, C), logits, means, scales (n, D, K)),
@@ -110,13 +110,13 @@ class AEM(nn.Module):
     """
 
     def __init__(self, dim: int, n_components: int = 10, context_dim: int = 16, hidden: int = 64,
-                 n_blocks: int = 2, energy_hidden: int = 64, energy_layers: int = 2, n_samples: int = 20,
+                 n_blocks: int = 2, energy_hidden: int = 64, energy_layers: int = 2, n_importance: int = 20,
                  min_scale: float = 1e-3, order: Optional[Sequence[int]] = None):
         super().__init__()
         self.dim = checks.positive_int(dim, "dim")
         self.n_components = checks.positive_int(n_components, "n_components")
         self.context_dim = checks.positive_int(context_dim, "context_dim")
-        self.n_samples = checks.positive_int(n_samples, "n_samples")
+        self.n_importance = checks.positive_int(n_importance, "n_importance")
         self.min_scale = checks.positive(min_scale, "min_scale")
         energy_hidden = checks.positive_int(energy_hidden, "energy_hidden")
         energy_layers = checks.positive_int(energy_layers, "energy_layers")
@@ -159,22 +159,22 @@ class AEM(nn.Module):
         """E(x_d; c_d) = -f = softplus(r) >= 0 (the paper's energy)."""
         return -self.log_unnormalised(context, x)
 
-    def _log_normaliser(self, c, logits, means, scales, n_samples, generator):
+    def _log_normaliser(self, c, logits, means, scales, n_importance, generator):
         r"""log Z_hat_d, shape (n, D), from S proposal samples (samples and their log q detached)."""
-        samples = mixture_sample(logits, means, scales, n_samples, generator).detach()      # (n, D, S)
+        samples = mixture_sample(logits, means, scales, n_importance, generator).detach()   # (n, D, S)
         log_q = mixture_log_prob(*(p.unsqueeze(-2) for p in (logits, means, scales)), samples).detach()
         log_f = self.log_unnormalised(c.unsqueeze(-2), samples)
         return importance_log_normaliser(log_f, log_q)
 
     # -- densities
-    def forward(self, x: torch.Tensor, n_samples: Optional[int] = None,
+    def forward(self, x: torch.Tensor, n_importance: Optional[int] = None,
                 generator: Optional[torch.Generator] = None) -> AEMOutput:
-        """All training quantities for a batch (see :class:`AEMOutput`); ``n_samples`` defaults to S."""
+        """All training quantities for a batch (see :class:`AEMOutput`); ``n_importance`` defaults to S."""
         x = self._check_x(x)
-        n_samples = self.n_samples if n_samples is None else checks.positive_int(n_samples, "n_samples")
+        n_importance = self.n_importance if n_importance is None else checks.positive_int(n_importance, "n_importance")
         c, logits, means, scales = self.context(x)
         log_f = self.log_unnormalised(c, x)
-        log_z = self._log_normaliser(c, logits, means, scales, n_samples, generator)
+        log_z = self._log_normaliser(c, logits, means, scales, n_importance, generator)
         log_q = mixture_log_prob(logits, means, scales, x)
         return AEMOutput((log_f - log_z).sum(1), log_q.sum(1), log_f, log_z)
 
@@ -187,18 +187,24 @@ class AEM(nn.Module):
         return -(alpha * out.log_prob.mean() + out.log_proposal.mean())
 
     @torch.no_grad()
-    def log_prob(self, x: torch.Tensor, n_samples: int = 1000, chunk_size: Optional[int] = None,
+    def log_prob(self, x: torch.Tensor, *, n_importance: int = 1000, chunk_size: Optional[int] = None,
                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Importance-sampled log p(x), shape (n,), with ``n_samples`` per conditional (biased up ~ 1/S).
+        r"""Importance-sampled log p(x) = sum_d [f(x_d; c_d) - log Z_hat_d], shape (n,), with
+        ``n_importance`` S proposal samples per conditional (biased up, ~ 1/S; module docstring).
 
         For evaluation (no gradients); training uses :meth:`forward` / :meth:`loss`.
         """
         x = self._check_x(x)
-        n_samples = checks.positive_int(n_samples, "n_samples")
+        n_importance = checks.positive_int(n_importance, "n_importance")
         if chunk_size is None:
-            chunk_size = max(1, 2 ** 18 // (n_samples * self.dim))
+            chunk_size = max(1, 2 ** 18 // (n_importance * self.dim))
         chunk_size = checks.positive_int(chunk_size, "chunk_size")
-        return torch.cat([self(chunk, n_samples, generator).log_prob for chunk in torch.split(x, chunk_size)])
+        return torch.cat([self(chunk, n_importance, generator).log_prob for chunk in torch.split(x, chunk_size)])
+
+    @property
+    def proposal(self) -> "AEMProposal":
+        """The proposal q alone, as a density model (:class:`AEMProposal`)."""
+        return AEMProposal(self)
 
     @torch.no_grad()
     def proposal_log_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -208,20 +214,20 @@ class AEM(nn.Module):
         return mixture_log_prob(logits, means, scales, x).sum(1)
 
     @torch.no_grad()
-    def log_likelihood(self, x: torch.Tensor, n_samples: int = 1000,
+    def log_likelihood(self, x: torch.Tensor, n_importance: int = 1000,
                        generator: Optional[torch.Generator] = None) -> Tuple[float, float]:
         r"""(mean, standard error) of the importance-sampled log p over the rows of ``x``.
 
         The standard error is std / sqrt(n) over test points (it also contains the importance
-        sampling noise); the Jensen bias (upward, ~ 1/S) is not in it: raise ``n_samples`` to shrink it.
+        sampling noise); the Jensen bias (upward, ~ 1/S) is not in it: raise ``n_importance`` to shrink it.
         """
-        values = self.log_prob(x, n_samples, generator=generator).double()
+        values = self.log_prob(x, n_importance=n_importance, generator=generator).double()
         if values.numel() < 2:
             return float(values.mean()), float("nan")
         return float(values.mean()), float(values.std() / math.sqrt(values.numel()))
 
     @torch.no_grad()
-    def sample(self, n: int, n_proposals: int = 100, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def sample(self, n: int, *, generator: Optional[torch.Generator] = None, n_proposals: int = 100) -> torch.Tensor:
         r"""n samples by sampling-importance-resampling, one variable at a time in ``order``.
 
         For each d: S = ``n_proposals`` candidates from q(x_d | x_<d), one kept with probability
@@ -241,7 +247,7 @@ class AEM(nn.Module):
         return x
 
     @torch.no_grad()
-    def sample_proposal(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def sample_proposal(self, n: int, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Ancestral samples of the proposal q alone (for comparison with SIR)."""
         n = checks.positive_int(n, "n")
         x = torch.zeros(n, self.dim, device=next(self.parameters()).device)
@@ -249,6 +255,25 @@ class AEM(nn.Module):
             _, logits, means, scales = (p[:, d] for p in self.context(x))
             x[:, d] = mixture_sample(logits, means, scales, 1, generator)[:, 0]
         return x
+
+
+class AEMProposal:
+    r"""The proposal q(x) = prod_d q(x_d | x_<d) of an :class:`AEM` as a density model of its own.
+
+    A view that shares the AEM's parameters (it is not a module and trains nothing): exact
+    ``log_prob(x)`` (:meth:`AEM.proposal_log_prob`) and ancestral ``sample(n, generator=...)``
+    (:meth:`AEM.sample_proposal`).
+    """
+
+    def __init__(self, aem: "AEM"):
+        self.aem = aem
+        self.dim, self.order = aem.dim, aem.order
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return self.aem.proposal_log_prob(x)
+
+    def sample(self, n: int, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return self.aem.sample_proposal(n, generator=generator)
 
 
 def warmup_alpha(step: int, warmup_steps: int) -> float:

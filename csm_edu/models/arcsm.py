@@ -1,5 +1,6 @@
-r"""Autoregressive conditional score models (AR-CSM, Meng, Yu, Song, Song & Ermon, NeurIPS 2020)
-and the maximum-likelihood baselines on the same MADE backbone.
+r"""Autoregressive conditional score models (AR-CSM, Meng, Yu, Song, Song & Ermon, NeurIPS 2020).
+
+The maximum-likelihood baselines on the same MADE backbone live in :mod:`csm_edu.models.baselines`.
 
 By the chain rule, log q(x) = sum_d log q(x_d | x_<d). AR-CSM models the D *univariate*
 conditional scores
@@ -7,7 +8,9 @@ conditional scores
 .. math:: s_d(x) = \frac{\partial}{\partial x_d}\log q(x_d \mid x_{<d}),
 
 which need no normaliser, and trains them with composite score matching
-(:func:`csm_edu.objectives.composite_score_matching`). The network is split into
+(:func:`csm_edu.objectives.composite_score_matching`). Its density is the product of the
+conditionals, each normalised on the box [lo, hi] by 1-D quadrature (:meth:`AutoregressiveScoreModel.log_prob`),
+and it is sampled one variable at a time (:meth:`AutoregressiveScoreModel.sample`). The network is split into
 
 - a **context** network (the backbone), c_d = g(x_<d, y) in R^{context_dim}; masked (MADE) so it
   cannot see x_d or later variables, and
@@ -21,11 +24,12 @@ score matching needs D backward passes through the whole network.
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import checks
 from .. import distributions as dist
+from .. import sampling
+from ..quadrature import arcsm_log_prob
 from .made import ResMADE, check_order
 
 
@@ -41,11 +45,66 @@ class AutoregressiveScoreModel(nn.Module):
       (a LongTensor of length D') says which variables the last-but-one axis holds when it is not
       all of them (the sampler updates one variable at a time).
 
-    and get :meth:`conditional_scores` and :meth:`scores_and_diagonal` for free.
+    and get :meth:`conditional_scores`, :meth:`scores_and_diagonal`, and the density-model
+    interface :meth:`log_prob` / :meth:`sample` for free.
+
+    **Support.** The density is q(x) = prod_d q(x_d | x_<d) with every conditional normalised on
+    the interval ``bounds`` = (lo, hi), so q is a proper density on the box [lo, hi]^D;
+    ``n_nodes`` is the quadrature's resolution. Both are attributes (defaults (-6, 6) and 256)
+    that :meth:`set_support` changes, so that callers can ask ``model.log_prob(x)`` without
+    knowing the model's kind; every method also takes them as keyword arguments.
     """
 
     dim: int
     order: torch.Tensor
+    bounds: tuple = (-6.0, 6.0)
+    n_nodes: int = 256
+
+    def set_support(self, *, bounds: Optional[Sequence[float]] = None, n_nodes: Optional[int] = None):
+        """Set the box ``bounds`` = (lo, hi) the density lives on and the quadrature's ``n_nodes``; returns self."""
+        if bounds is not None:
+            self.bounds = sampling._check_bounds(bounds)      # (lo, hi), finite, lo < hi
+        if n_nodes is not None:
+            n_nodes = checks.positive_int(n_nodes, "n_nodes", minimum=4)
+            if n_nodes % 2:
+                raise ValueError(f"n_nodes must be even (the error estimate halves it), got {n_nodes}; use {n_nodes + 1}")
+            self.n_nodes = n_nodes
+        return self
+
+    def log_prob(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, *, bounds: Optional[Sequence[float]] = None,
+                 n_nodes: Optional[int] = None, return_error: bool = False, per_dim: bool = False,
+                 chunk_size: Optional[int] = None):
+        r"""log q(x), shape (n,), by 1-D quadrature of every conditional score on ``bounds``
+        (:func:`csm_edu.quadrature.arcsm_log_prob`, whose options these are):
+
+        .. math:: \log q(x_d \mid x_{<d}) = -\log \int_{lo}^{hi} \exp\Bigl(\int_{x_d}^{t} s_d\Bigr) dt.
+
+        ``bounds`` and ``n_nodes`` default to the model's support (:meth:`set_support`);
+        ``per_dim=True`` gives the (n, D) log conditionals, ``return_error=True`` also the error estimate.
+        """
+        return arcsm_log_prob(self, x, bounds=self.bounds if bounds is None else bounds,
+                              n_nodes=self.n_nodes if n_nodes is None else n_nodes, return_error=return_error,
+                              y=y, per_dim=per_dim, chunk_size=chunk_size)
+
+    def conditional_log_probs(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, **options) -> torch.Tensor:
+        """log q(x_d | x_<d) for every d, shape (n, D), by quadrature (:meth:`log_prob` with ``per_dim=True``)."""
+        return self.log_prob(x, y, per_dim=True, **options)
+
+    def sample(self, n: int, *, generator: Optional[torch.Generator] = None, y: Optional[torch.Tensor] = None,
+               method: str = "inverse_cdf", bounds: Optional[Sequence[float]] = None, **options) -> torch.Tensor:
+        """n samples (n, D) of q on ``bounds`` (default: the model's support), one variable at a time in ``order``.
+
+        ``method="inverse_cdf"`` (default): the exact inverse-CDF sampler on a grid
+        (:func:`csm_edu.sampling.autoregressive_inverse_cdf`; ``options``: ``n_nodes``, its grid cells).
+        ``method="langevin"``: reflected autoregressive Langevin
+        (:func:`csm_edu.sampling.autoregressive_langevin`; ``options``: ``n_steps``, ``step_size``,
+        ``sigmas``, ``init``, ``record``).
+        """
+        method = checks.one_of(method, "method", ("inverse_cdf", "langevin"))
+        bounds = self.bounds if bounds is None else bounds
+        if method == "inverse_cdf":
+            return sampling.autoregressive_inverse_cdf(self, n, bounds, y=y, generator=generator, **options)
+        return sampling.autoregressive_langevin(self, n, bounds=bounds, y=y, generator=generator, **options)
 
     def context(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         raise NotImplementedError
@@ -253,128 +312,6 @@ class _SiLUHeadWithDiagonal(torch.autograd.Function):
         grad_a = (grad_Wa * W).sum(0)
         grad_W += grad_Wa * a
         return grad_h0.view(ctx.shape), grad_a, grad_W, grad_b1, grad_w, grad_s.sum()
-
-
-class _MADEDensity(nn.Module):
-    """Shared part of the MLE baselines: a ResMADE emits per-dimension parameters of a 1-D density."""
-
-    n_params: int
-
-    def __init__(self, dim, hidden, n_blocks, order, cond_dim, min_log_std=-5.0):
-        super().__init__()
-        self.dim = checks.positive_int(dim, "dim")
-        self.cond_dim = checks.positive_int(cond_dim, "cond_dim", minimum=0)
-        self.min_log_std = float(min_log_std)
-        self.backbone = ResMADE(dim, self.n_params, hidden, n_blocks, order, cond_dim)
-        self.order = self.backbone.order
-
-    def _log_std(self, raw):
-        # smooth lower bound: log std >= min_log_std, so a component cannot collapse onto a point
-        return self.min_log_std + F.softplus(raw - self.min_log_std)
-
-    def _params(self, x, y):
-        return self.backbone(x, y)
-
-    def conditional_log_probs(self, x, y=None) -> torch.Tensor:
-        """log p(x_d | x_<d) for every d: shape (n, D)."""
-        x = checks.as_batch(x, "x", dim=self.dim)
-        return self._log_prob_1d(self._params(x, y), x)
-
-    def log_prob(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Exact log p(x) = sum_d log p(x_d | x_<d): shape (n,)."""
-        return self.conditional_log_probs(x, y).sum(1)
-
-    def conditional_scores(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Analytic d/dx_d log p(x_d | x_<d): shape (n, D) (comparable with ARCSM's)."""
-        x = checks.as_batch(x, "x", dim=self.dim)
-        return self._score_1d(self._params(x, y), x)
-
-    @torch.no_grad()
-    def sample(self, n: int, y: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Ancestral sampling in ``order``: D passes of the network, shape (n, D)."""
-        n = checks.positive_int(n, "n")
-        device = next(self.parameters()).device
-        x = torch.zeros(n, self.dim, device=device)
-        for d in self.order.tolist():
-            params = self._params(x, y)[:, d]
-            x[:, d] = self._sample_1d(params, generator).to(device)
-        return x
-
-    def forward(self, x, y=None):
-        return self.log_prob(x, y)
-
-
-_HALF_LOG_2PI = 0.5 * dist.LOG_2PI
-
-
-class GaussianMADE(_MADEDensity):
-    r"""MLE baseline: p(x_d | x_<d) = N(mu_d(x_<d), sigma_d(x_<d)^2) (a MADE with Gaussian conditionals).
-
-    Exact log-likelihood and sampling, but each conditional is unimodal: it cannot fit a
-    conditional with two separated modes.
-    """
-
-    n_params = 2
-
-    def __init__(self, dim: int, hidden: int = 64, n_blocks: int = 2, order: Optional[Sequence[int]] = None,
-                 cond_dim: int = 0):
-        super().__init__(dim, hidden, n_blocks, order, cond_dim)
-
-    def _split(self, p):
-        return p[..., 0], self._log_std(p[..., 1])
-
-    def _log_prob_1d(self, p, x):
-        mean, log_std = self._split(p)
-        return -0.5 * ((x - mean) / log_std.exp()) ** 2 - log_std - _HALF_LOG_2PI
-
-    def _score_1d(self, p, x):
-        mean, log_std = self._split(p)
-        return -(x - mean) * torch.exp(-2 * log_std)
-
-    def _sample_1d(self, p, generator):
-        mean, log_std = self._split(p)
-        z = torch.randn(mean.shape, generator=generator).to(mean)
-        return mean + log_std.exp() * z
-
-
-class MixtureMADE(_MADEDensity):
-    r"""MLE baseline: p(x_d | x_<d) = sum_k pi_k N(mu_k, sigma_k^2), all functions of x_<d (K components).
-
-    The conditional score is the responsibility-weighted average of component scores,
-    d/dx_d log p = sum_k r_k (-(x_d - mu_k) / sigma_k^2).
-    """
-
-    def __init__(self, dim: int, n_components: int = 8, hidden: int = 64, n_blocks: int = 2,
-                 order: Optional[Sequence[int]] = None, cond_dim: int = 0):
-        self.n_components = checks.positive_int(n_components, "n_components")
-        self.n_params = 3 * self.n_components
-        super().__init__(dim, hidden, n_blocks, order, cond_dim)
-        with torch.no_grad():  # spread the initial means over [-2, 2] to break the symmetry
-            bias = self.backbone.output_layer.bias.view(self.dim, 3, self.n_components)
-            bias[:, 1] = torch.linspace(-2.0, 2.0, self.n_components)
-
-    def _split(self, p):
-        k = self.n_components
-        return torch.log_softmax(p[..., :k], -1), p[..., k:2 * k], self._log_std(p[..., 2 * k:])
-
-    def _component_log_probs(self, p, x):
-        log_w, mean, log_std = self._split(p)
-        z = (x.unsqueeze(-1) - mean) / log_std.exp()
-        return log_w - 0.5 * z ** 2 - log_std - _HALF_LOG_2PI, mean, log_std
-
-    def _log_prob_1d(self, p, x):
-        return torch.logsumexp(self._component_log_probs(p, x)[0], -1)
-
-    def _score_1d(self, p, x):
-        comp, mean, log_std = self._component_log_probs(p, x)
-        resp = torch.softmax(comp, -1)
-        return (resp * (-(x.unsqueeze(-1) - mean) * torch.exp(-2 * log_std))).sum(-1)
-
-    def _sample_1d(self, p, generator):
-        log_w, mean, log_std = self._split(p)
-        k = torch.multinomial(log_w.exp().cpu(), 1, generator=generator).to(mean.device)
-        z = torch.randn(mean.shape[0], generator=generator).to(mean)
-        return mean.gather(-1, k).squeeze(-1) + log_std.gather(-1, k).squeeze(-1).exp() * z
 
 
 # ---- exact conditionals of the analytic targets (for tests, metrics and the lesson's widget) ----

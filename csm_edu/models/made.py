@@ -116,10 +116,6 @@ class ResMADE(nn.Module):
         self.act = activation()
         self.output_layer = MaskedLinear(hidden, self.dim * self.context_dim, mask_from_degrees(deg_h, deg_out, strict=True))
 
-    def masks(self):
-        """The 0/1 masks of all layers, input to output (for plotting)."""
-        return [m.mask for m in self.modules() if isinstance(m, MaskedLinear)]
-
     def connectivity(self) -> torch.Tensor:
         """(D, D) matrix: entry [d, j] = 1 when the context of d can depend on x_j (product of masks).
 

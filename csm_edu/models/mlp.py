@@ -11,6 +11,20 @@ from torch import nn
 from .. import checks
 
 
+def check_sigma(sigma, x: torch.Tensor) -> torch.Tensor:
+    """``sigma`` as a tensor of shape (n,) on x's dtype and device: a positive scalar, or a tensor of n positive entries."""
+    sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    if sigma.dim() == 0:
+        sigma = sigma.expand(x.shape[0])
+    elif sigma.shape not in ((x.shape[0],), (x.shape[0], 1)):
+        raise ValueError(f"sigma must be a number or have shape (n,) = ({x.shape[0]},) (one level per row of x), "
+                         f"got shape {tuple(sigma.shape)}")
+    sigma = sigma.reshape(-1)
+    if not torch.isfinite(sigma).all() or (sigma <= 0).any():
+        raise ValueError("sigma must be finite and > 0 (a noise level), e.g. 0.1")
+    return sigma
+
+
 def mlp(sizes: Sequence[int], activation=nn.SiLU) -> nn.Sequential:
     """Linear layers of the given sizes with ``activation`` between them (none after the last)."""
     layers = []
@@ -52,7 +66,8 @@ class EnergyMLP(nn.Module):
         self.net = mlp([dim] + [hidden] * depth + [1])
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1)
+        """E(x), shape (n,), for x of shape (n, D) (finite entries)."""
+        return self.net(checks.as_batch(x, "x", dim=self.dim)).squeeze(-1)
 
     def log_prob_unnormalised(self, x: torch.Tensor) -> torch.Tensor:
         """-E(x): the log density up to the unknown constant log Z."""
@@ -78,10 +93,11 @@ class ScoreMLP(nn.Module):
         self.net = mlp([dim] + [checks.positive_int(hidden, "hidden")] * checks.positive_int(depth, "depth") + [dim])
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        """s(x), shape (n, D), for x of shape (n, D) (finite entries)."""
+        return self.net(checks.as_batch(x, "x", dim=self.dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.score(x)
 
 
 class NoiseConditionalScoreNet(nn.Module):
@@ -89,7 +105,8 @@ class NoiseConditionalScoreNet(nn.Module):
 
     The network sees (x, log sigma) and its output is divided by sigma, following Song & Ermon
     (2019): the true noised score scales like 1/sigma, so the network's raw output stays O(1)
-    at every noise level. ``sigma`` may be a float or a tensor of shape (n,).
+    at every noise level. ``sigma`` may be a positive number or a tensor of shape (n,) (one
+    level per row); x must have shape (n, D) with finite entries.
     """
 
     def __init__(self, dim: int = 2, hidden: int = 128, depth: int = 3):
@@ -98,10 +115,8 @@ class NoiseConditionalScoreNet(nn.Module):
         self.net = mlp([dim + 1] + [checks.positive_int(hidden, "hidden")] * checks.positive_int(depth, "depth") + [dim])
 
     def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-        if sigma.dim() == 0:
-            sigma = sigma.expand(x.shape[0])
-        sigma = sigma.reshape(-1, 1)
+        x = checks.as_batch(x, "x", dim=self.dim)
+        sigma = check_sigma(sigma, x).reshape(-1, 1)
         return self.net(torch.cat([x, torch.log(sigma)], dim=1)) / sigma
 
     def score(self, x: torch.Tensor, sigma) -> torch.Tensor:

@@ -220,6 +220,11 @@ class PixelCNNPP(nn.Module):
     PixelCNN++'s linear coupling of the means; mixture, edge bins and scale follow PixelCNN++.
     ``bits_per_dim(x) = -log_prob(x) / (D log 2)`` compares directly with the dequantised bits/dim of
     continuous models (:func:`csm_edu.data.image_data.bits_per_dim`), which upper-bound a discrete one.
+
+    **Contract of a discrete image model.** ``log_prob`` and ``sample`` work on the model's own data
+    space, x = k/(L-1), and ``log_prob`` is a log probability *mass*; the attribute ``levels`` = L
+    declares that space (continuous density models have no ``levels``), so an experiment maps its
+    integer pixels k to x = k/(L-1) for this model and back with k = x (L-1).
     """
 
     def __init__(self, image_shape=(1, 28, 28), n_mixtures: int = 5, levels: int = 256, hidden_channels: int = 64,
@@ -260,8 +265,8 @@ class PixelCNNPP(nn.Module):
         return self.bits_per_dim(x, y).mean()
 
     @torch.no_grad()
-    def sample(self, n: int, y: Optional[torch.Tensor] = None,
-               generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def sample(self, n: int, *, generator: Optional[torch.Generator] = None,
+               y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Draw ``n`` images ``(n, C, H, W)`` with values ``k/(L-1)``, one variable at a time (``D`` passes).
 
         At step ``t`` (variable ``v = order[t]``): pick ``m ~ softmax(logit_weights)`` (Gumbel-max),

@@ -1,8 +1,8 @@
 r"""Lesson 07 panel: pick the first variable and compare learned and true conditionals.
 
 For a 2-D autoregressive model with order (a, b), :func:`conditional_figure` plots the learned
-conditional density q(x_b | x_a) (an ARCSM's, normalised by 1-D quadrature
-(:func:`csm_edu.quadrature.arcsm_log_prob`), or an MLE baseline's exact one) next to the true
+conditional density q(x_b | x_a) (``model.conditional_log_probs``: an ARCSM's, normalised by
+1-D quadrature, or an MLE baseline's exact one) next to the true
 p(x_b | x_a) of a Gaussian-mixture target, on a grid of x_b. The readout gives the mass each puts
 on x_b > 0: composite score matching sees the *shape* of every mode but hardly their relative
 *weights* when the modes are far apart, and this number shows it.
@@ -16,15 +16,14 @@ import torch
 from .. import checks
 from ..models import ARCSM
 from ..models.arcsm import target_conditional_log_probs
-from ..quadrature import arcsm_log_prob
 from .base import interactive_panel
 
 
-def conditional_log_density(model, first_value: float, grid: torch.Tensor, bounds: Sequence[float] = (-6.0, 6.0),
-                            n_nodes: int = 256) -> torch.Tensor:
+def conditional_log_density(model, first_value: float, grid: torch.Tensor) -> torch.Tensor:
     """log q(x_b = grid | x_a = first_value) for a 2-D model with order (a, b), shape (len(grid),).
 
-    Uses the model's exact ``conditional_log_probs`` when it has one (MLE baselines), else quadrature.
+    From the model's ``conditional_log_probs`` (MLE baselines: exact; AR-CSM: quadrature on its
+    support, :meth:`~csm_edu.models.ARCSM.set_support`).
     """
     if getattr(model, "dim", None) != 2:
         raise ValueError("the conditional view needs a 2-D model (dim=2)")
@@ -33,9 +32,7 @@ def conditional_log_density(model, first_value: float, grid: torch.Tensor, bound
     x[:, a] = float(first_value)
     x[:, b] = grid
     with torch.no_grad():
-        if hasattr(model, "conditional_log_probs"):
-            return model.conditional_log_probs(x)[:, b]
-        return arcsm_log_prob(model, x, bounds=bounds, n_nodes=n_nodes, per_dim=True)[:, b]
+        return model.conditional_log_probs(x)[:, b]
 
 
 def conditional_figure(model, first_value: float, target=None, baselines: Optional[Dict[str, object]] = None,
@@ -52,9 +49,9 @@ def conditional_figure(model, first_value: float, target=None, baselines: Option
     grid = torch.linspace(lo, hi, n_grid)
     step = float(grid[1] - grid[0])
     a, b = model.order.tolist()
-    curves = {"AR-CSM (quadrature)": conditional_log_density(model, first_value, grid, bounds)}
+    curves = {"AR-CSM (quadrature)": conditional_log_density(model, first_value, grid)}
     for name, other in (baselines or {}).items():
-        curves[name] = conditional_log_density(other, first_value, grid, bounds)
+        curves[name] = conditional_log_density(other, first_value, grid)
     if target is not None:
         x = torch.zeros(n_grid, 2)
         x[:, a], x[:, b] = first_value, grid
@@ -92,12 +89,11 @@ def conditional_panel(model, target=None, baselines: Optional[Dict[str, object]]
 
 def format_table(results: Dict[str, List[dict]]) -> str:
     """A plain-text table of :func:`evaluate_models` rows for several data sets (name -> rows)."""
-    lines = [f"{'data':10s} {'model':24s} {'test log-lik':>13s} {'quad. error':>12s} {'Fisher div.':>12s}"]
+    lines = [f"{'data':10s} {'model':24s} {'test log-lik':>13s} {'Fisher div.':>12s}"]
     for data_name, rows in results.items():
         for r in rows:
             fisher = "n/a" if r["fisher"] is None else f"{r['fisher']:.3f}"
-            err = "" if not r["quad_error"] else f"{r['quad_error']:.1e}"
-            lines.append(f"{data_name:10s} {r['model']:24s} {r['log_lik']:13.3f} {err:>12s} {fisher:>12s}")
+            lines.append(f"{data_name:10s} {r['model']:24s} {r['log_lik']:13.3f} {fisher:>12s}")
     return "\n".join(lines)
 
 

@@ -26,10 +26,10 @@ from ..experiments.aem_study import DIMS, SAMPLE_SIZES, _cached_spread_rows, nor
 
 
 
-def normaliser_spread_figure(dim: int = 8, n_samples: int = 64, n_repeats: int = 200, seed: int = 0):
+def normaliser_spread_figure(dim: int = 8, n_importance: int = 64, *, n_repeats: int = 200, seed: int = 0):
     """Left: histograms of log Z_hat - log Z at (D, S). Right: |bias| and std against D at this S. Returns (fig, readout)."""
-    est = normaliser_spread(dim, n_samples, n_repeats, seed)
-    rows = _cached_spread_rows(n_samples, DIMS, n_repeats, seed + 1)     # the right panel moves with S only
+    est = normaliser_spread(dim, n_importance, n_repeats=n_repeats, seed=seed)
+    rows = _cached_spread_rows(n_importance, DIMS, n_repeats, seed + 1)     # the right panel moves with S only
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9.5, 3.6))
     lo = min(est["joint"].min(), est["autoregressive"].min(), -0.5)
     hi = max(est["joint"].max(), est["autoregressive"].max(), 0.5)
@@ -38,7 +38,7 @@ def normaliser_spread_figure(dim: int = 8, n_samples: int = 64, n_repeats: int =
     ax1.hist(est["autoregressive"], bins=bins, alpha=0.6, label="autoregressive (D 1-D IS)", color="C0")
     ax1.axvline(0.0, color="k", lw=1)
     ax1.set_xlabel(r"$\log \hat Z - \log Z$")
-    ax1.set_title(f"D = {dim}, S = {n_samples}, {n_repeats} repeats")
+    ax1.set_title(f"D = {dim}, S = {n_importance}, {n_repeats} repeats")
     ax1.legend(fontsize=8)
     d = [r["dim"] for r in rows]
     for key, color, label in (("joint", "C3", "joint"), ("autoregressive", "C0", "autoregressive")):
@@ -47,10 +47,10 @@ def normaliser_spread_figure(dim: int = 8, n_samples: int = 64, n_repeats: int =
     ax2.set_xscale("log", base=2)
     ax2.set_yscale("log")
     ax2.set_xlabel("dimension D")
-    ax2.set_title(f"error of log Z_hat against D (S = {n_samples})")
+    ax2.set_title(f"error of log Z_hat against D (S = {n_importance})")
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    readout = (f"D={dim}, S={n_samples}: joint bias {est['joint'].mean():+.3f}, std {est['joint'].std():.3f}; "
+    readout = (f"D={dim}, S={n_importance}: joint bias {est['joint'].mean():+.3f}, std {est['joint'].std():.3f}; "
                f"autoregressive bias {est['autoregressive'].mean():+.3f}, std {est['autoregressive'].std():.3f} (nats)")
     return fig, readout
 
@@ -60,9 +60,9 @@ def normaliser_spread_panel():
     import ipywidgets as widgets
     controls = {
         "dim": widgets.SelectionSlider(options=list(DIMS), value=8, description="D"),
-        "n_samples": widgets.SelectionSlider(options=list(SAMPLE_SIZES), value=64, description="S"),
+        "n_importance": widgets.SelectionSlider(options=list(SAMPLE_SIZES), value=64, description="S"),
     }
-    return interactive_panel(lambda dim, n_samples: normaliser_spread_figure(dim, n_samples), controls)
+    return interactive_panel(lambda dim, n_importance: normaliser_spread_figure(dim, n_importance), controls)
 
 
 # ---- the comparison: AEM, AR-CSM and MixtureMADE on the same data, same backbone size ----
