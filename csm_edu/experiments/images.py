@@ -335,14 +335,10 @@ def sample_images(model: AutoregressiveScoreModel, n: int, cfg: dict, generator:
     in generation order (``model.order``), for the pixel-by-pixel widget (digits-sized D only).
     """
     n = checks.positive_int(n, "n")
-    out = autoregressive_langevin(model, n, n_steps=cfg["langevin_steps"], step_size=cfg["langevin_step_size"],
-                                  sigmas=cfg["langevin_sigmas"], init=torch.zeros(n, model.dim), bounds=BOUNDS,
-                                  generator=generator, record=record)
-    if not record:
-        return out
-    x, trajectory = out
-    per_pixel = cfg["langevin_steps"] * len(cfg["langevin_sigmas"])
-    return x, trajectory[::per_pixel]                                        # states: (D + 1, n, D)
+    per_pixel = cfg["langevin_steps"] * len(cfg["langevin_sigmas"])          # sampler steps per pixel
+    return autoregressive_langevin(model, n, steps=cfg["langevin_steps"], step_size=cfg["langevin_step_size"],
+                                   sigmas=cfg["langevin_sigmas"], x0=torch.zeros(n, model.dim), bounds=BOUNDS,
+                                   generator=generator, record_every=per_pixel if record else None)
 
 
 def conditional_density_on_grid(model: AutoregressiveScoreModel, x: torch.Tensor, d: int, grid: torch.Tensor,
