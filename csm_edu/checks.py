@@ -4,7 +4,7 @@ Each raises ``ValueError`` naming the argument and saying how to fix it, so that
 a clear message instead of a silent NaN plot.
 """
 import math
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 
@@ -71,3 +71,39 @@ def one_of(value: str, name: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; valid choices: {', '.join(map(repr, choices))}")
     return value
+
+
+def bounds(value, name: str = "bounds") -> Tuple[float, float]:
+    """Return a 1-D interval (lo, hi) as floats, raising unless both are finite and lo < hi."""
+    try:
+        lo, hi = (float(b) for b in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair (lo, hi) of numbers, got {value!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{name} must be finite, got ({lo}, {hi})")
+    if lo >= hi:
+        raise ValueError(f"{name} must have lo < hi, got ({lo}, {hi}); swap them if they are reversed")
+    return lo, hi
+
+
+def window(value, name: str = "window") -> Tuple[float, float, float, float]:
+    """Return a 2-D plot box (xmin, xmax, ymin, ymax) as floats, raising unless it is a proper box."""
+    try:
+        values = tuple(float(b) for b in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be (xmin, xmax, ymin, ymax), got {value!r}") from None
+    if len(values) != 4:
+        raise ValueError(f"{name} must have 4 numbers (xmin, xmax, ymin, ymax), got {value!r}")
+    xlo, xhi = bounds(values[:2], f"{name}'s x range")
+    ylo, yhi = bounds(values[2:], f"{name}'s y range")
+    return xlo, xhi, ylo, yhi
+
+
+def score_output(s, x: torch.Tensor, name: str = "score_fn") -> torch.Tensor:
+    """Check what a score function returned for ``x``: a tensor of ``x``'s shape."""
+    if not isinstance(s, torch.Tensor):
+        raise TypeError(f"{name} must return a torch.Tensor, got {type(s).__name__}; "
+                        f"use torch operations (not NumPy) inside {name}")
+    if s.shape != x.shape:
+        raise ValueError(f"{name} must return an array of the input's shape {tuple(x.shape)}, got {tuple(s.shape)}")
+    return s

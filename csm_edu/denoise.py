@@ -35,10 +35,7 @@ def tweedie_denoise(score_fn: Callable, x_noisy: torch.Tensor, sigma: float) -> 
     x_noisy = checks.as_batch(x_noisy, "x_noisy")
     sigma = checks.positive(sigma, "sigma")
     with torch.no_grad():
-        s = score_fn(x_noisy)
-    if s.shape != x_noisy.shape:
-        raise ValueError(f"score_fn must return an array of the input's shape {tuple(x_noisy.shape)}, "
-                         f"got {tuple(s.shape)}")
+        s = checks.score_output(score_fn(x_noisy), x_noisy)
     return (x_noisy + sigma ** 2 * s).detach()
 
 

@@ -303,7 +303,7 @@ class TimeScoreNet(nn.Module):
 
 # ----------------------------------------------------------------------------- training objective
 
-def continuous_dsm(score_fn: TimeScoreFn, x: torch.Tensor, sde: SDE, eps: float = 1e-5,
+def continuous_dsm(score_fn: TimeScoreFn, x: torch.Tensor, sde: SDE, *, eps: float = 1e-5,
                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
     r"""Continuous-time denoising score matching with lambda(t) = s(t)^2 and t ~ U(eps, 1).
 
@@ -327,37 +327,35 @@ def continuous_dsm(score_fn: TimeScoreFn, x: torch.Tensor, sde: SDE, eps: float 
     z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
     std = sde.std(t).to(x)[:, None]
     x_t = sde.mean_coef(t).to(x)[:, None] * x + std * z
-    s = score_fn(x_t, t)
-    if s.shape != x.shape:
-        raise ValueError(f"score_fn must return shape {tuple(x.shape)}, got {tuple(s.shape)}")
+    s = checks.score_output(score_fn(x_t, t), x)
     scaled = std * s
     return (0.5 * (scaled ** 2).sum(1) + (scaled * z).sum(1)).mean()
 
 
 # ----------------------------------------------------------------------------- samplers
 
-def _check_state(x: torch.Tensor, step: int, where: str, n_steps: int, limit: float = 1e6):
+def _check_state(x: torch.Tensor, step: int, where: str, steps: int, limit: float = 1e6):
     if not torch.isfinite(x).all() or x.abs().max() > limit:
         raise SamplerDivergedError(
             f"{where} diverged at step {step}: the state became NaN/inf or left |x| < {limit:g}. "
-            f"Increase n_steps (now {n_steps}), e.g. to {2 * n_steps}, or check the score model.")
+            f"Increase steps (now {steps}), e.g. to {2 * steps}, or check the score model.")
 
 
-def _setup(sde, n, dim, n_steps, eps, record_every, x_init, generator, device):
+def _setup(sde, n, dim, steps, eps, record_every, x0, generator, device):
     if not isinstance(sde, SDE):
         raise ValueError(f"sde must be a VESDE or VPSDE, got {type(sde).__name__}")
-    n_steps = checks.positive_int(n_steps, "n_steps")
+    steps = checks.positive_int(steps, "steps")
     eps = checks.positive(eps, "eps")
     if eps >= 1:
         raise ValueError(f"eps must be < 1 (the final time of the reverse process), got {eps}")
     if record_every is not None:
         record_every = checks.positive_int(record_every, "record_every")
-    if x_init is None:
+    if x0 is None:
         x = sde.prior_sample(n, dim, generator, device)
     else:
-        x = checks.as_batch(x_init, "x_init").detach().clone()
-    times = torch.linspace(sde.T, eps, n_steps + 1)
-    return x, times, n_steps, record_every
+        x = checks.as_batch(x0, "x0").detach().clone()
+    times = torch.linspace(sde.T, eps, steps + 1)
+    return x, times, steps, record_every
 
 
 def _noise(x, generator):
@@ -376,9 +374,9 @@ def _reverse_em_step(score_fn, sde, x, t, dt, generator):
     return mean + g * math.sqrt(dt) * _noise(x, generator), mean
 
 
-def reverse_sde_sample(score_fn: TimeScoreFn, sde: SDE, n: int = 1000, dim: int = 2, n_steps: int = 500,
+def reverse_sde_sample(score_fn: TimeScoreFn, sde: SDE, *, n: int = 1000, dim: int = 2, steps: int = 500,
                        eps: float = 1e-3, generator: Optional[torch.Generator] = None,
-                       record_every: Optional[int] = None, x_init: Optional[torch.Tensor] = None,
+                       record_every: Optional[int] = None, x0: Optional[torch.Tensor] = None,
                        device=None):
     r"""Sample by Euler-Maruyama on the reverse-time SDE, from t = 1 down to t = eps.
 
@@ -387,17 +385,17 @@ def reverse_sde_sample(score_fn: TimeScoreFn, sde: SDE, n: int = 1000, dim: int 
     .. math:: x_{i+1} = x_i - \bigl[f(x_i,t_i) - g(t_i)^2 s(x_i,t_i)\bigr]\,dt + g(t_i)\sqrt{dt}\,z_i.
 
     The last step returns its mean (no fresh noise), as in Song et al. Starts from
-    ``x_init`` or from n prior draws. Returns samples (n, D), or ``(samples, trajectory)`` with
+    ``x0`` or from n prior draws. Returns samples (n, D), or ``(samples, trajectory)`` with
     ``record_every=k`` (trajectory (T, n, D): the start and every k-th state).
     """
-    return _reverse_time_loop(score_fn, sde, n, dim, n_steps, eps, generator, record_every, x_init, device,
+    return _reverse_time_loop(score_fn, sde, n, dim, steps, eps, generator, record_every, x0, device,
                               snr=None, n_corrector=0, label="reverse SDE")
 
 
-def predictor_corrector_sample(score_fn: TimeScoreFn, sde: SDE, n: int = 1000, dim: int = 2,
-                               n_steps: int = 500, snr: float = 0.16, n_corrector: int = 1,
+def predictor_corrector_sample(score_fn: TimeScoreFn, sde: SDE, *, n: int = 1000, dim: int = 2,
+                               steps: int = 500, snr: float = 0.16, n_corrector: int = 1,
                                eps: float = 1e-3, generator: Optional[torch.Generator] = None,
-                               record_every: Optional[int] = None, x_init: Optional[torch.Tensor] = None,
+                               record_every: Optional[int] = None, x0: Optional[torch.Tensor] = None,
                                device=None):
     r"""Predictor-corrector sampling (Song et al. 2021, Algorithms 2-3).
 
@@ -412,20 +410,20 @@ def predictor_corrector_sample(score_fn: TimeScoreFn, sde: SDE, n: int = 1000, d
     """
     snr = checks.positive(snr, "snr")
     n_corrector = checks.positive_int(n_corrector, "n_corrector", minimum=0)
-    return _reverse_time_loop(score_fn, sde, n, dim, n_steps, eps, generator, record_every, x_init, device,
+    return _reverse_time_loop(score_fn, sde, n, dim, steps, eps, generator, record_every, x0, device,
                               snr=snr, n_corrector=n_corrector, label="predictor-corrector")
 
 
-def _reverse_time_loop(score_fn, sde, n, dim, n_steps, eps, generator, record_every, x_init, device,
+def _reverse_time_loop(score_fn, sde, n, dim, steps, eps, generator, record_every, x0, device,
                        snr, n_corrector, label):
     """From t = 1 to eps: ``n_corrector`` Langevin corrector steps then one reverse Euler-Maruyama step per t_i.
 
     The last step returns the mean of its transition (no noise), as in Song et al. (2021).
     """
-    x, times, n_steps, record_every = _setup(sde, n, dim, n_steps, eps, record_every, x_init, generator, device)
+    x, times, steps, record_every = _setup(sde, n, dim, steps, eps, record_every, x0, generator, device)
     trajectory = [x.clone()] if record_every else None
     with torch.no_grad():
-        for i in range(n_steps):
+        for i in range(steps):
             tt = torch.full((x.shape[0],), float(times[i]), dtype=x.dtype, device=x.device)
             for _ in range(n_corrector):
                 grad = score_fn(x, tt)
@@ -435,9 +433,9 @@ def _reverse_time_loop(score_fn, sde, n, dim, n_steps, eps, generator, record_ev
                 x = x + step * grad + torch.sqrt(2 * step) * z
             dt = float(times[i] - times[i + 1])
             x, mean = _reverse_em_step(score_fn, sde, x, times[i], dt, generator)
-            if i == n_steps - 1:
+            if i == steps - 1:
                 x = mean
-            _check_state(x, i + 1, label, n_steps)
+            _check_state(x, i + 1, label, steps)
             if record_every and (i + 1) % record_every == 0:
                 trajectory.append(x.clone())
     return (x, torch.stack(trajectory)) if record_every else x
@@ -465,28 +463,28 @@ def _ode_step(velocity, x, t, dt, method):
     return x + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
 
 
-def probability_flow_sample(score_fn: TimeScoreFn, sde: SDE, n: int = 1000, dim: int = 2, n_steps: int = 100,
+def probability_flow_sample(score_fn: TimeScoreFn, sde: SDE, *, n: int = 1000, dim: int = 2, steps: int = 100,
                             method: str = "heun", eps: float = 1e-3, generator: Optional[torch.Generator] = None,
-                            record_every: Optional[int] = None, x_init: Optional[torch.Tensor] = None,
+                            record_every: Optional[int] = None, x0: Optional[torch.Tensor] = None,
                             device=None):
     r"""Sample by integrating the probability-flow ODE dx/dt = f - (1/2) g^2 s from t = 1 to eps.
 
-    Deterministic given the prior draw (the only randomness), so the same x_init always lands on
+    Deterministic given the prior draw (the only randomness), so the same x0 always lands on
     the same sample: the ODE is an invertible map from noise to data. ``method`` is 'euler'
     (1 score evaluation a step), 'heun' (2, second order) or 'rk4' (4, fourth order).
     Returns like :func:`reverse_sde_sample`.
     """
     checks.one_of(method, "method", ODE_METHODS)
-    x, times, n_steps, record_every = _setup(sde, n, dim, n_steps, eps, record_every, x_init, generator, device)
+    x, times, steps, record_every = _setup(sde, n, dim, steps, eps, record_every, x0, generator, device)
     trajectory = [x.clone()] if record_every else None
 
     def velocity(y, t):
         return probability_flow_velocity(score_fn, sde, y, float(t))
 
     with torch.no_grad():
-        for i in range(n_steps):
+        for i in range(steps):
             x = _ode_step(velocity, x, float(times[i]), float(times[i + 1] - times[i]), method)
-            _check_state(x, i + 1, "probability-flow ODE", n_steps)
+            _check_state(x, i + 1, "probability-flow ODE", steps)
             if record_every and (i + 1) % record_every == 0:
                 trajectory.append(x.clone())
     return (x, torch.stack(trajectory)) if record_every else x
@@ -508,7 +506,7 @@ def _divergence(velocity, x, t, projection: Optional[torch.Tensor]):
     return v.detach(), div.detach()
 
 
-def ode_log_likelihood(score_fn: TimeScoreFn, sde: SDE, x: torch.Tensor, n_steps: int = 100,
+def ode_log_likelihood(score_fn: TimeScoreFn, sde: SDE, x: torch.Tensor, *, steps: int = 100,
                        method: str = "heun", exact_divergence: bool = True, projection: str = "gaussian",
                        eps: float = 1e-5, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     r"""Per-point log-likelihood log p_eps(x) (~ log p_0(x)) by the probability-flow ODE.
@@ -523,16 +521,16 @@ def ode_log_likelihood(score_fn: TimeScoreFn, sde: SDE, x: torch.Tensor, n_steps
     passes (fine in 2-D); ``False`` uses Hutchinson's estimator v^T (dv/dx) v with one
     ``projection`` ('gaussian' or 'rademacher') drawn per point and kept along the path (FFJORD):
     unbiased for the integral, with a variance that averaging several calls reduces. Errors come
-    from the ODE solver (``n_steps``, ``method``), from the prior p_T differing from the true p_1,
+    from the ODE solver (``steps``, ``method``), from the prior p_T differing from the true p_1,
     and from the score model. Returns a tensor of shape (n,) in nats.
     """
     x = checks.as_batch(x, "x").detach().clone()
-    n_steps = checks.positive_int(n_steps, "n_steps")
+    steps = checks.positive_int(steps, "steps")
     checks.one_of(method, "method", ODE_METHODS)
     eps = checks.positive(eps, "eps")
     if eps >= 1:
         raise ValueError(f"eps must be < 1, got {eps}")
-    proj = None if exact_divergence else random_projections(x.shape, projection, generator, x.device, x.dtype)
+    proj = None if exact_divergence else random_projections(x.shape, kind=projection, generator=generator, device=x.device, dtype=x.dtype)
 
     def augmented(state, t):
         y = state[:, :-1]
@@ -540,8 +538,8 @@ def ode_log_likelihood(score_fn: TimeScoreFn, sde: SDE, x: torch.Tensor, n_steps
         return torch.cat([v, div[:, None]], 1)
 
     state = torch.cat([x, torch.zeros(x.shape[0], 1, dtype=x.dtype, device=x.device)], 1)
-    times = torch.linspace(eps, sde.T, n_steps + 1)
-    for i in range(n_steps):
+    times = torch.linspace(eps, sde.T, steps + 1)
+    for i in range(steps):
         state = _ode_step(augmented, state, float(times[i]), float(times[i + 1] - times[i]), method)
-        _check_state(state[:, :-1], i + 1, "ODE log-likelihood", n_steps)
+        _check_state(state[:, :-1], i + 1, "ODE log-likelihood", steps)
     return sde.prior_log_prob(state[:, :-1]) + state[:, -1]

@@ -9,8 +9,10 @@ import torch
 
 from . import checks
 
+DEFAULT_WINDOW = (-4.5, 4.5, -4.5, 4.5)
 
-def fisher_divergence(score_fn: Callable, true_score, x: torch.Tensor, batch_size: int = 4096) -> float:
+
+def fisher_divergence(score_fn: Callable, true_score, x: torch.Tensor, *, chunk_size: int = 4096) -> float:
     r"""Monte-Carlo Fisher divergence 1/2 E_x |s(x) - grad log p(x)|^2 over the points ``x``.
 
     ``true_score`` is a callable or an object with ``.score`` (e.g. a csm_edu distribution).
@@ -20,54 +22,57 @@ def fisher_divergence(score_fn: Callable, true_score, x: torch.Tensor, batch_siz
     x = checks.as_batch(x, "x")
     true_fn = true_score.score if hasattr(true_score, "score") else true_score
     total = 0.0
-    for chunk in torch.split(x, batch_size):
+    for chunk in torch.split(x, checks.positive_int(chunk_size, "chunk_size")):
         s = score_fn(chunk).detach()
         s_true = true_fn(chunk).detach().to(s)
         total += float(0.5 * ((s - s_true) ** 2).sum())
     return total / x.shape[0]
 
 
-def grid_2d(bounds: Sequence[float] = (-4.5, 4.5, -4.5, 4.5), n: int = 200):
-    """A regular n x n grid over [x0, x1] x [y0, y1]: returns (points (n*n, 2), X, Y, cell area)."""
-    n = checks.positive_int(n, "n", minimum=2)
-    if len(bounds) != 4 or bounds[0] >= bounds[1] or bounds[2] >= bounds[3]:
-        raise ValueError(f"bounds must be (xmin, xmax, ymin, ymax) with xmin < xmax and ymin < ymax, got {bounds}")
-    xs = torch.linspace(bounds[0], bounds[1], n)
-    ys = torch.linspace(bounds[2], bounds[3], n)
+def grid_2d(window: Sequence[float] = DEFAULT_WINDOW, resolution: int = 200):
+    """A regular r x r grid (r = ``resolution``) over the ``window`` (xmin, xmax, ymin, ymax).
+
+    Returns (points (r*r, 2), X, Y, cell area).
+    """
+    n = checks.positive_int(resolution, "resolution", minimum=2)
+    window = checks.window(window)
+    xs = torch.linspace(window[0], window[1], n)
+    ys = torch.linspace(window[2], window[3], n)
     X, Y = torch.meshgrid(xs, ys, indexing="xy")
     pts = torch.stack([X.reshape(-1), Y.reshape(-1)], 1)
     area = float((xs[1] - xs[0]) * (ys[1] - ys[0]))
     return pts, X, Y, area
 
 
-def _eval(fn, pts, batch_size=16384):
+def _eval(fn, pts, chunk_size=16384):
     with torch.no_grad():
-        return torch.cat([fn(chunk).detach().flatten() for chunk in torch.split(pts, batch_size)])
+        return torch.cat([fn(chunk).detach().flatten() for chunk in torch.split(pts, chunk_size)])
 
 
-def grid_log_density(log_prob_unnormalised: Callable, bounds=(-4.5, 4.5, -4.5, 4.5), n: int = 200):
+def grid_log_density(log_prob_unnormalised: Callable, *, window: Sequence[float] = DEFAULT_WINDOW,
+                     resolution: int = 200):
     r"""Normalise an unnormalised 2-D log density on a grid.
 
     log Z is approximated by the Riemann sum log sum_ij exp(f(x_ij)) dA over the box (mass
-    outside the box is ignored, so choose bounds that hold the density). Returns
-    ``(X, Y, log_density, log_Z)`` with log_density of shape (n, n) matching X and Y.
+    outside the box is ignored, so choose a window that holds the density). Returns
+    ``(X, Y, log_density, log_Z)`` with log_density of shape (r, r) matching X and Y.
     """
-    pts, X, Y, area = grid_2d(bounds, n)
+    pts, X, Y, area = grid_2d(window, resolution)
     f = _eval(log_prob_unnormalised, pts)
     if not torch.isfinite(f).all():
-        raise ValueError("log_prob_unnormalised returned NaN/inf on the grid; check the model or narrow bounds")
+        raise ValueError("log_prob_unnormalised returned NaN/inf on the grid; check the model or narrow the window")
     log_z = float(torch.logsumexp(f, 0) + math.log(area))
-    return X, Y, (f - log_z).reshape(n, n), log_z
+    return X, Y, (f - log_z).reshape(X.shape), log_z
 
 
-def grid_log_likelihood(log_prob_unnormalised: Callable, x: torch.Tensor, bounds=(-4.5, 4.5, -4.5, 4.5),
-                        n: int = 400) -> float:
+def grid_log_likelihood(log_prob_unnormalised: Callable, x: torch.Tensor, *,
+                        window: Sequence[float] = DEFAULT_WINDOW, resolution: int = 400) -> float:
     """Average test log-likelihood of 2-D points ``x`` under f(x) - log Z, log Z from the grid.
 
     The model is evaluated exactly at the test points; only the normaliser comes from the grid.
     """
     x = checks.as_batch(x, "x", dim=2)
-    _, _, _, log_z = grid_log_density(log_prob_unnormalised, bounds, n)
+    _, _, _, log_z = grid_log_density(log_prob_unnormalised, window=window, resolution=resolution)
     return float(_eval(log_prob_unnormalised, x).mean() - log_z)
 
 

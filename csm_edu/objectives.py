@@ -20,10 +20,7 @@ ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _score_of(score_fn, x, name="score_fn"):
-    s = score_fn(x)
-    if s.shape != x.shape:
-        raise ValueError(f"{name} must return an array of the input's shape {tuple(x.shape)}, got {tuple(s.shape)}")
-    return s
+    return checks.score_output(score_fn(x), x, name)
 
 
 def exact_score_matching(score_fn: ScoreFn, x: torch.Tensor) -> torch.Tensor:
@@ -43,7 +40,7 @@ def exact_score_matching(score_fn: ScoreFn, x: torch.Tensor) -> torch.Tensor:
     return (0.5 * (s ** 2).sum(1) + trace).mean()
 
 
-def random_projections(shape, kind: str = "gaussian", generator: Optional[torch.Generator] = None,
+def random_projections(shape, *, kind: str = "gaussian", generator: Optional[torch.Generator] = None,
                        device=None, dtype=torch.float32) -> torch.Tensor:
     """Random vectors v with E[v v^T] = I: standard normal ('gaussian') or +-1 ('rademacher')."""
     checks.one_of(kind, "projection", ("gaussian", "rademacher"))
@@ -54,7 +51,7 @@ def random_projections(shape, kind: str = "gaussian", generator: Optional[torch.
     return v.to(device)
 
 
-def sliced_score_matching(score_fn: ScoreFn, x: torch.Tensor, n_projections: int = 1,
+def sliced_score_matching(score_fn: ScoreFn, x: torch.Tensor, *, n_projections: int = 1,
                           projection: str = "gaussian", variance_reduction: bool = False,
                           generator: Optional[torch.Generator] = None) -> torch.Tensor:
     r"""Sliced score matching (Song et al. 2019) with Hutchinson's trace estimator.
@@ -72,7 +69,7 @@ def sliced_score_matching(score_fn: ScoreFn, x: torch.Tensor, n_projections: int
     checks.one_of(projection, "projection", ("gaussian", "rademacher"))
     n, dim = x.shape
     x_rep = x.detach().repeat(n_projections, 1).requires_grad_(True)   # (M n, D)
-    v = random_projections(x_rep.shape, projection, generator, x.device, x.dtype)
+    v = random_projections(x_rep.shape, kind=projection, generator=generator, device=x.device, dtype=x.dtype)
     s = _score_of(score_fn, x_rep)
     sv = (s * v).sum(1)
     (grad_sv,) = torch.autograd.grad(sv.sum(), x_rep, create_graph=True)
@@ -132,14 +129,12 @@ def multiscale_dsm(score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
     sigma = sigmas[idx]
     eps = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
     x_noisy = x + sigma[:, None] * eps
-    s = score_fn(x_noisy, sigma)
-    if s.shape != x.shape:
-        raise ValueError(f"score_fn must return shape {tuple(x.shape)}, got {tuple(s.shape)}")
+    s = checks.score_output(score_fn(x_noisy, sigma), x)
     scaled = sigma[:, None] * s
     return (0.5 * (scaled ** 2).sum(1) + (scaled * eps).sum(1)).mean()
 
 
-def composite_score_matching(model, x: torch.Tensor, y: Optional[torch.Tensor] = None,
+def composite_score_matching(model, x: torch.Tensor, y: Optional[torch.Tensor] = None, *,
                              background: float = 0.0, background_scale: float = 1.0,
                              generator: Optional[torch.Generator] = None) -> torch.Tensor:
     r"""Composite score matching (Meng et al. 2020) for an autoregressive score model.

@@ -65,9 +65,7 @@ def arcsm_log_prob(model, x: torch.Tensor, bounds: Sequence[float] = (-6.0, 6.0)
     """
     dim = checks.positive_int(getattr(model, "dim", 0), "model.dim")
     x = checks.as_batch(x, "x", dim=dim)
-    if len(bounds) != 2 or not all(math.isfinite(float(b)) for b in bounds) or float(bounds[0]) >= float(bounds[1]):
-        raise ValueError(f"bounds must be (lo, hi) with finite lo < hi, got {tuple(bounds)}")
-    lo, hi = float(bounds[0]), float(bounds[1])
+    lo, hi = checks.bounds(bounds)
     n_nodes = checks.positive_int(n_nodes, "n_nodes", minimum=4)
     if n_nodes % 2:
         raise ValueError(f"n_nodes must be even (the error estimate halves it), got {n_nodes}; use {n_nodes + 1}")

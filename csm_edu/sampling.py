@@ -7,7 +7,6 @@ Unadjusted Langevin dynamics with step size epsilon:
 As epsilon -> 0 and t -> infinity its samples follow p when s = grad log p. With an energy the
 Metropolis-adjusted version (MALA) corrects the discretisation error exactly.
 """
-import math
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -26,7 +25,7 @@ def _check_finite(x: torch.Tensor, step: int, step_size: float, where: str = "La
             f"Lower step_size (now {step_size:g}), e.g. to {step_size / 10:g}, or check the score model.")
 
 
-def langevin(score_fn: Callable, x0: torch.Tensor, step_size: float, n_steps: int,
+def langevin(score_fn: Callable, x0: torch.Tensor, *, step_size: float, steps: int,
              record_every: Optional[int] = None, noise: bool = True,
              log_prob_fn: Optional[Callable] = None, generator: Optional[torch.Generator] = None,
              info: Optional[dict] = None):
@@ -44,7 +43,7 @@ def langevin(score_fn: Callable, x0: torch.Tensor, step_size: float, n_steps: in
     """
     x = checks.as_batch(x0, "x0").detach().clone()
     step_size = checks.positive(step_size, "step_size")
-    n_steps = checks.positive_int(n_steps, "n_steps", minimum=0)
+    steps = checks.positive_int(steps, "steps", minimum=0)
     if record_every is not None:
         record_every = checks.positive_int(record_every, "record_every")
     if log_prob_fn is not None and not noise:
@@ -55,7 +54,7 @@ def langevin(score_fn: Callable, x0: torch.Tensor, step_size: float, n_steps: in
     with torch.no_grad():
         s = score_fn(x)
         logp = log_prob_fn(x) if log_prob_fn is not None else None
-        for t in range(1, n_steps + 1):
+        for t in range(1, steps + 1):
             z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device) if noise else 0.0
             proposal = x + 0.5 * step_size * s + sqrt_eps * z
             if log_prob_fn is None:
@@ -78,13 +77,13 @@ def langevin(score_fn: Callable, x0: torch.Tensor, step_size: float, n_steps: in
             if record_every and t % record_every == 0:
                 trajectory.append(x.clone())
     if info is not None:
-        info["n_steps"] = n_steps
+        info["steps"] = steps
         if log_prob_fn is not None:
-            info["acceptance_rate"] = accepted / max(n_steps, 1)
+            info["acceptance_rate"] = accepted / max(steps, 1)
     return (x, torch.stack(trajectory)) if record_every else x
 
 
-def annealed_langevin(score_fn: Callable, x0: torch.Tensor, sigmas, steps_per_sigma: int = 100,
+def annealed_langevin(score_fn: Callable, x0: torch.Tensor, sigmas, *, steps_per_sigma: int = 100,
                       step_size: float = 2e-5, record_every: Optional[int] = None,
                       denoise_last: bool = False, generator: Optional[torch.Generator] = None):
     r"""Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1).
@@ -121,49 +120,51 @@ def annealed_langevin(score_fn: Callable, x0: torch.Tensor, sigmas, steps_per_si
     return (x, torch.stack(trajectory)) if record_every else x
 
 
-def autoregressive_langevin(model, n: int, n_steps: int = 200, step_size: float = 0.01, sigmas=None,
-                            init=None, y: Optional[torch.Tensor] = None, bounds: Optional[Sequence[float]] = None,
-                            generator: Optional[torch.Generator] = None, record: bool = False):
+def autoregressive_langevin(model, n: int, *, steps: int = 200, step_size: float = 0.01, sigmas=None,
+                            x0=None, y: Optional[torch.Tensor] = None, bounds: Optional[Sequence[float]] = None,
+                            generator: Optional[torch.Generator] = None, record_every: Optional[int] = None):
     r"""Sample an autoregressive score model one variable at a time, by 1-D Langevin on each conditional.
 
     For d in ``model.order``: the context c_d of x_<d (already sampled) is computed once, then
-    ``n_steps`` Langevin steps run on x_d alone with the conditional score s_d = head(c_d, x_d),
+    ``steps`` Langevin steps run on x_d alone with the conditional score s_d = head(c_d, x_d),
 
     .. math:: x_d \leftarrow x_d + \tfrac{\alpha}{2} s_d(x_d) + \sqrt{\alpha}\,z,
 
     batched over the n samples; only the (cheap) head runs in the inner loop. ``sigmas`` (a
-    decreasing sequence) anneals the step: ``n_steps`` steps at each level with
+    decreasing sequence) anneals the step: ``steps`` steps at each level with
     alpha_i = step_size * (sigma_i / sigma_last)^2, as in :func:`annealed_langevin`; the target
     stays q(x_d | x_<d) (the model is not noise-conditional), so early large steps only help
     chains spread between the modes of a conditional, and the last level sets the accuracy.
-    ``init``: None (x ~ N(0, I)), a float scale (N(0, init^2 I)) or an (n, D) tensor of starting
+    ``x0``: None (x ~ N(0, I)), a float scale (N(0, x0^2 I)) or an (n, D) tensor of starting
     values. ``y``: the condition, shape (n, cond_dim). ``bounds=(lo, hi)`` samples the conditionals
     restricted to [lo, hi] (e.g. the box an image model was trained and normalised on) by
     *reflected* Langevin: a step that leaves the box is mirrored back at the wall it crossed
     (:func:`reflect`), so the head is only ever read inside the box and a large step cannot run
     into an untrained region. Returns (n, D) samples, or
-    ``(samples, trajectory)`` with ``record=True``, trajectory (T, n, D) holding the start and the
-    state after every step.
+    ``(samples, trajectory)`` with ``record_every=k``, trajectory (T, n, D) holding the start and the
+    state after every k-th step (steps counted over all variables and levels).
     """
     n = checks.positive_int(n, "n")
-    n_steps = checks.positive_int(n_steps, "n_steps")
+    steps = checks.positive_int(steps, "steps")
     step_size = checks.positive(step_size, "step_size")
     dim, device, _ = _check_autoregressive(model)
     levels = [1.0] if sigmas is None else checks.sigma_sequence(sigmas).tolist()
     alphas = [step_size * (sigma / levels[-1]) ** 2 for sigma in levels]
     if bounds is not None:
-        lo, hi = _check_bounds(bounds)
-    if init is None or isinstance(init, (int, float)):
-        scale = 1.0 if init is None else checks.positive(init, "init")
+        lo, hi = checks.bounds(bounds)
+    if record_every is not None:
+        record_every = checks.positive_int(record_every, "record_every")
+    if x0 is None or isinstance(x0, (int, float)):
+        scale = 1.0 if x0 is None else checks.positive(x0, "x0")
         x = scale * torch.randn(n, dim, generator=generator)
     else:
-        x = checks.as_batch(init, "init", dim=dim).detach().clone()
+        x = checks.as_batch(x0, "x0", dim=dim).detach().clone()
         if x.shape[0] != n:
-            raise ValueError(f"init must have n={n} rows, got {x.shape[0]}")
+            raise ValueError(f"x0 must have n={n} rows, got {x.shape[0]}")
     if bounds is not None:
         x = reflect(x, lo, hi)
     x = x.to(device)
-    trajectory = [x.clone()] if record else None
+    trajectory = [x.clone()] if record_every else None
     t = 0
     with torch.no_grad():
         for d in model.order.tolist():
@@ -171,21 +172,21 @@ def autoregressive_langevin(model, n: int, n_steps: int = 200, step_size: float 
             context_d = model.context(x, y)[:, d:d + 1]                 # (n, 1, C): fixed while x_d moves
             x_d = x[:, d:d + 1].clone()
             for alpha in alphas:
-                for _ in range(n_steps):
+                for _ in range(steps):
                     t += 1
                     z = torch.randn(x_d.shape, generator=generator).to(x_d)
                     x_d = x_d + 0.5 * alpha * model.head(context_d, x_d, dims) + alpha ** 0.5 * z
                     _check_finite(x_d, t, step_size, "Autoregressive Langevin")
                     if bounds is not None:
                         x_d = reflect(x_d, lo, hi)
-                    if record:
+                    if record_every and t % record_every == 0:
                         x[:, d:d + 1] = x_d
                         trajectory.append(x.clone())
             x[:, d:d + 1] = x_d
-    return (x, torch.stack(trajectory)) if record else x
+    return (x, torch.stack(trajectory)) if record_every else x
 
 
-def autoregressive_inverse_cdf(model, n: int, bounds: Sequence[float], n_nodes: int = 256,
+def autoregressive_inverse_cdf(model, n: int, *, bounds: Sequence[float], n_nodes: int = 256,
                                y: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None):
     r"""Sample an autoregressive score model one variable at a time, *exactly* up to a grid, by inverse CDF.
 
@@ -203,7 +204,7 @@ def autoregressive_inverse_cdf(model, n: int, bounds: Sequence[float], n_nodes: 
     """
     n = checks.positive_int(n, "n")
     n_nodes = checks.positive_int(n_nodes, "n_nodes", minimum=2)
-    lo, hi = _check_bounds(bounds)
+    lo, hi = checks.bounds(bounds)
     dim, device, dtype = _check_autoregressive(model)
     h = (hi - lo) / n_nodes
     nodes = torch.linspace(lo, hi, n_nodes + 1, dtype=dtype, device=device).view(1, -1, 1)   # (1, G + 1, 1)
@@ -236,14 +237,6 @@ def _check_autoregressive(model):
         return dim, torch.device("cpu"), torch.get_default_dtype()
 
 
-def _check_bounds(bounds):
-    try:
-        lo, hi = (float(b) for b in bounds)
-    except (TypeError, ValueError):
-        raise ValueError(f"bounds must be a pair (lo, hi) of numbers, got {bounds!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"bounds must be finite with lo < hi, got ({lo}, {hi})")
-    return lo, hi
 
 
 def reflect(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:

@@ -363,7 +363,7 @@ class SlicedScoreEstimator(_NetworkEstimator):
         return score_fn
 
     def loss(self, z, y=None):
-        return objectives.sliced_score_matching(self._score_fn(y), z, self.n_projections,
+        return objectives.sliced_score_matching(self._score_fn(y), z, n_projections=self.n_projections,
                                                 variance_reduction=self.variance_reduction)
 
     def score(self, z, y=None) -> torch.Tensor:

@@ -31,7 +31,7 @@ def _square_matrix(matrix, name: str = "matrix") -> torch.Tensor:
     return a
 
 
-def hutchinson_estimates(matrix, n_projections: int = 1, kind: str = "gaussian", n_trials: int = 1000,
+def hutchinson_estimates(matrix, *, n_projections: int = 1, kind: str = "gaussian", n_trials: int = 1000,
                          generator: Optional[torch.Generator] = None) -> torch.Tensor:
     r"""``n_trials`` independent Hutchinson estimates of tr(A), each averaging ``n_projections`` draws.
 
@@ -43,12 +43,12 @@ def hutchinson_estimates(matrix, n_projections: int = 1, kind: str = "gaussian",
     n_projections = checks.positive_int(n_projections, "n_projections")
     n_trials = checks.positive_int(n_trials, "n_trials")
     checks.one_of(kind, "kind", ("gaussian", "rademacher"))
-    v = random_projections((n_trials, n_projections, a.shape[0]), kind, generator, dtype=torch.float64)
+    v = random_projections((n_trials, n_projections, a.shape[0]), kind=kind, generator=generator, dtype=torch.float64)
     quad = torch.einsum("tmi,ij,tmj->tm", v, a, v)
     return quad.mean(1)
 
 
-def hutchinson_variance(matrix, n_projections: int = 1, kind: str = "gaussian") -> float:
+def hutchinson_variance(matrix, *, n_projections: int = 1, kind: str = "gaussian") -> float:
     r"""Exact variance of the M-projection Hutchinson estimate of tr(A) (formulas in the module doc)."""
     a = _square_matrix(matrix)
     n_projections = checks.positive_int(n_projections, "n_projections")

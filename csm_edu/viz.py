@@ -9,9 +9,7 @@ import numpy as np
 import torch
 
 from . import checks
-from .metrics import grid_2d, grid_log_density
-
-DEFAULT_BOUNDS = (-4.5, 4.5, -4.5, 4.5)
+from .metrics import DEFAULT_WINDOW, grid_2d, grid_log_density
 
 
 def _fig_ax(ax, figsize=(4.2, 4.0)):
@@ -20,15 +18,15 @@ def _fig_ax(ax, figsize=(4.2, 4.0)):
     return ax.figure, ax
 
 
-def _finish_2d(ax, bounds, title):
-    ax.set_xlim(bounds[0], bounds[1])
-    ax.set_ylim(bounds[2], bounds[3])
+def _finish_2d(ax, window, title):
+    ax.set_xlim(window[0], window[1])
+    ax.set_ylim(window[2], window[3])
     ax.set_aspect("equal")
     if title:
         ax.set_title(title)
 
 
-def plot_density(log_prob_fn: Callable, bounds: Sequence[float] = DEFAULT_BOUNDS, n: int = 200,
+def plot_density(log_prob_fn: Callable, *, window: Sequence[float] = DEFAULT_WINDOW, resolution: int = 200,
                  ax=None, normalise: bool = True, log: bool = False, cmap: str = "viridis",
                  title: Optional[str] = None, colorbar: bool = False):
     """Heat map of a 2-D density given its (possibly unnormalised) log density.
@@ -38,22 +36,22 @@ def plot_density(log_prob_fn: Callable, bounds: Sequence[float] = DEFAULT_BOUNDS
     """
     fig, ax = _fig_ax(ax)
     if normalise:
-        X, Y, logp, _ = grid_log_density(log_prob_fn, bounds, n)
+        X, Y, logp, _ = grid_log_density(log_prob_fn, window=window, resolution=resolution)
     else:
-        pts, X, Y, _ = grid_2d(bounds, n)
+        pts, X, Y, _ = grid_2d(window, resolution)
         with torch.no_grad():
-            logp = log_prob_fn(pts).detach().reshape(n, n)
+            logp = log_prob_fn(pts).detach().reshape(resolution, resolution)
     values = logp if log else torch.exp(logp)
     if not torch.isfinite(values).all():
         raise ValueError("the density has NaN/inf values on the grid; check the model")
     mesh = ax.pcolormesh(X.numpy(), Y.numpy(), values.numpy(), cmap=cmap, shading="auto")
     if colorbar:
         fig.colorbar(mesh, ax=ax, fraction=0.046)
-    _finish_2d(ax, bounds, title)
+    _finish_2d(ax, window, title)
     return fig
 
 
-def plot_score_field(score_fn: Callable, bounds: Sequence[float] = DEFAULT_BOUNDS, n: int = 20,
+def plot_score_field(score_fn: Callable, *, window: Sequence[float] = DEFAULT_WINDOW, resolution: int = 20,
                      ax=None, log_prob_fn: Optional[Callable] = None, color: str = "white",
                      normalise_arrows: bool = True, title: Optional[str] = None):
     """Quiver plot of a 2-D score field, optionally over the density of ``log_prob_fn``.
@@ -63,39 +61,39 @@ def plot_score_field(score_fn: Callable, bounds: Sequence[float] = DEFAULT_BOUND
     """
     fig, ax = _fig_ax(ax)
     if log_prob_fn is not None:
-        plot_density(log_prob_fn, bounds, ax=ax)
+        plot_density(log_prob_fn, window=window, ax=ax)
         arrow_color = color
     else:
         arrow_color = "black" if color == "white" else color
-    pts, X, Y, _ = grid_2d(bounds, n)
+    pts, X, Y, _ = grid_2d(window, resolution)
     with torch.no_grad():
         s = score_fn(pts).detach()
     if not torch.isfinite(s).all():
         raise ValueError("score_fn returned NaN/inf on the grid; check the model")
     if normalise_arrows:
         s = s / s.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    U, V = s[:, 0].reshape(n, n).numpy(), s[:, 1].reshape(n, n).numpy()
+    U, V = s[:, 0].reshape(resolution, resolution).numpy(), s[:, 1].reshape(resolution, resolution).numpy()
     ax.quiver(X.numpy(), Y.numpy(), U, V, color=arrow_color, angles="xy", pivot="mid",
-              scale=1.6 * n if normalise_arrows else None, width=0.004)
-    _finish_2d(ax, bounds, title)
+              scale=1.6 * resolution if normalise_arrows else None, width=0.004)
+    _finish_2d(ax, window, title)
     return fig
 
 
-def plot_samples(x, ax=None, bounds: Optional[Sequence[float]] = DEFAULT_BOUNDS, s: float = 2.0,
+def plot_samples(x, *, ax=None, window: Optional[Sequence[float]] = DEFAULT_WINDOW, s: float = 2.0,
                  alpha: float = 0.5, color: Optional[str] = None, label: Optional[str] = None,
                  title: Optional[str] = None):
     """Scatter plot of 2-D points of shape (n, 2)."""
     x = checks.as_batch(torch.as_tensor(x).detach().cpu(), "x", dim=2, allow_nonfinite=True)
     fig, ax = _fig_ax(ax)
     ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=s, alpha=alpha, color=color, label=label, linewidths=0)
-    if bounds is not None:
-        _finish_2d(ax, bounds, title)
+    if window is not None:
+        _finish_2d(ax, window, title)
     elif title:
         ax.set_title(title)
     return fig
 
 
-def plot_trajectories(trajectory, ax=None, n_show: int = 20, bounds: Optional[Sequence[float]] = DEFAULT_BOUNDS,
+def plot_trajectories(trajectory, *, ax=None, n_show: int = 20, window: Optional[Sequence[float]] = DEFAULT_WINDOW,
                       color: str = "tab:red", title: Optional[str] = None, upto: Optional[int] = None):
     """Paths of the first ``n_show`` chains of a (T, n, 2) trajectory; dots mark the end points.
 
@@ -111,12 +109,12 @@ def plot_trajectories(trajectory, ax=None, n_show: int = 20, bounds: Optional[Se
         ax.plot(part[:, i, 0], part[:, i, 1], color=color, lw=0.7, alpha=0.6)
     ax.scatter(part[0, :, 0], part[0, :, 1], s=8, color="black", zorder=3, label="start")
     ax.scatter(part[-1, :, 0], part[-1, :, 1], s=12, color=color, zorder=3, label="now")
-    if bounds is not None:
-        _finish_2d(ax, bounds, title)
+    if window is not None:
+        _finish_2d(ax, window, title)
     return fig
 
 
-def plot_loss(history, ax=None, smooth: int = 50, label: Optional[str] = None, title: str = "training loss",
+def plot_loss(history, *, ax=None, smooth: int = 50, label: Optional[str] = None, title: str = "training loss",
               log_x: bool = False):
     """Loss curve from a :class:`csm_edu.train.History` or a list of numbers (raw, faint, and smoothed)."""
     values = list(history.loss if hasattr(history, "loss") else history)
@@ -139,7 +137,7 @@ def plot_loss(history, ax=None, smooth: int = 50, label: Optional[str] = None, t
     return fig
 
 
-def image_grid(images, nrow: Optional[int] = None, ax=None, title: Optional[str] = None,
+def image_grid(images, *, nrow: Optional[int] = None, ax=None, title: Optional[str] = None,
                value_range: Sequence[float] = (0.0, 1.0), cmap: str = "gray"):
     """Tile a batch of images (n, C, H, W) (C = 1 or 3) into one picture; values are clipped to ``value_range``."""
     x = torch.as_tensor(images).detach().cpu().float()

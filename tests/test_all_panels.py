@@ -95,7 +95,7 @@ def _lesson11():
 
 FACTORIES = {
     "lesson00.gaussian_1d_panel": lambda: _lesson("lesson00").gaussian_1d_panel(),
-    "lesson01.temperature_panel": lambda: _lesson("lesson01").temperature_panel(_mixture().energy, n=30),
+    "lesson01.temperature_panel": lambda: _lesson("lesson01").temperature_panel(_mixture().energy, resolution=30),
     "lesson02.langevin_panel": lambda: _lesson("lesson02").langevin_panel(
         _lesson("lesson02").LangevinExplorer(n_chains=30), max_steps=50),
     "lesson02.trajectory_animation": lambda: _lesson("lesson02").trajectory_animation(torch.randn(5, 8, 2)),
@@ -104,7 +104,7 @@ FACTORIES = {
     "lesson05.sigma_sweep_panel": lambda: _lesson05("sigma_sweep_panel"),
     "lesson05.tweedie_panel": lambda: _lesson05("tweedie_panel"),
     "lesson06.annealed_panel": lambda: _lesson("lesson06").annealed_panel(
-        NoiseConditionalScoreNet(2, 16, 2), distributions.two_modes(), max_levels=3, max_steps=5, n_samples=30),
+        NoiseConditionalScoreNet(2, 16, 2), distributions.two_modes(), max_levels=3, max_steps=5, n=30),
     "lesson07.conditional_panel": lambda: _lesson("lesson07").conditional_panel(_arcsm(), _mixture()),
     "lesson08.normaliser_spread_panel": lambda: _lesson("lesson08").normaliser_spread_panel(),
     "lesson09.scaling_panel": lambda: _lesson("lesson09").scaling_panel(_scaling_rows()),

@@ -165,11 +165,11 @@ def test_csm_minimiser_is_the_regression_of_each_variable_on_the_earlier_ones():
 def test_autoregressive_langevin_reproduces_a_correlated_gaussian():
     target = dist.Gaussian([1.0, -1.0], [[1.0, 0.8], [0.8, 1.0]])
     model = LinearGaussianScores.from_gaussian(target).float()
-    x = sampling.autoregressive_langevin(model, 4000, n_steps=300, step_size=0.02,
+    x = sampling.autoregressive_langevin(model, 4000, steps=300, step_size=0.02,
                                          generator=torch.Generator().manual_seed(0))
     assert torch.allclose(x.mean(0), target.mean, atol=0.06)
     assert torch.allclose(torch.cov(x.T), target.cov, atol=0.08)
-    _, traj = sampling.autoregressive_langevin(model, 5, n_steps=3, step_size=0.02, sigmas=[1.0, 0.5], record=True)
+    _, traj = sampling.autoregressive_langevin(model, 5, steps=3, step_size=0.02, sigmas=[1.0, 0.5], record_every=1)
     assert traj.shape == (1 + 2 * 2 * 3, 5, 2)
 
 
@@ -188,7 +188,7 @@ def _standard_normal_mean_on(lo, hi):
 def test_reflected_autoregressive_langevin_samples_the_truncated_target():
     """N(0, 1) conditionals restricted to [0, 2]: truncated-normal mean (phi(0) - phi(2)) / (Phi(2) - Phi(0))."""
     model = LinearGaussianScores.from_gaussian(dist.Gaussian([0.0, 0.0], 1.0)).float()
-    x = sampling.autoregressive_langevin(model, 4000, n_steps=300, step_size=0.02, init=3.0, bounds=(0.0, 2.0),
+    x = sampling.autoregressive_langevin(model, 4000, steps=300, step_size=0.02, x0=3.0, bounds=(0.0, 2.0),
                                          generator=torch.Generator().manual_seed(0))
     mean = _standard_normal_mean_on(0.0, 2.0)
     assert x.min() >= 0.0 and x.max() <= 2.0
@@ -201,13 +201,13 @@ def test_autoregressive_langevin_raises_on_divergence_and_bad_input():
     target = dist.Gaussian([0.0, 0.0], 0.01)
     model = LinearGaussianScores.from_gaussian(target).float()
     with pytest.raises(sampling.SamplerDivergedError, match="step_size"):
-        sampling.autoregressive_langevin(model, 10, n_steps=200, step_size=1.0)
+        sampling.autoregressive_langevin(model, 10, steps=200, step_size=1.0)
     with pytest.raises(ValueError):
         sampling.autoregressive_langevin(model, 10, step_size=-1.0)
     with pytest.raises(ValueError):
         sampling.autoregressive_langevin(model, 0)
     with pytest.raises(ValueError):
-        sampling.autoregressive_langevin(model, 3, init=torch.zeros(4, 2))
+        sampling.autoregressive_langevin(model, 3, x0=torch.zeros(4, 2))
     with pytest.raises(ValueError):
         sampling.autoregressive_langevin(lambda v: v, 3)
 

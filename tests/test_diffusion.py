@@ -182,10 +182,10 @@ MMD_BOUND = 0.003     # two independent true samples of 1000 give |MMD^2| < 0.00
 def _sample(kind, sde, n_steps, g):
     score = D.marginal_score_fn(RING, sde)
     if kind == "reverse_sde":
-        return D.reverse_sde_sample(score, sde, 1000, 2, n_steps, generator=g)
+        return D.reverse_sde_sample(score, sde, n=1000, dim=2, steps=n_steps, generator=g)
     if kind == "predictor_corrector":
-        return D.predictor_corrector_sample(score, sde, 1000, 2, n_steps // 2, generator=g)
-    return D.probability_flow_sample(score, sde, 1000, 2, n_steps // 4, generator=g)
+        return D.predictor_corrector_sample(score, sde, n=1000, dim=2, steps=n_steps // 2, generator=g)
+    return D.probability_flow_sample(score, sde, n=1000, dim=2, steps=n_steps // 4, generator=g)
 
 
 @pytest.mark.parametrize("kind", ["reverse_sde", "predictor_corrector", "probability_flow"])
@@ -225,14 +225,14 @@ def test_annealed_langevin_on_the_ve_score_via_time_of_std():
 def test_trajectories_and_determinism():
     sde = D.VPSDE()
     score = D.marginal_score_fn(RING, sde)
-    x, traj = D.reverse_sde_sample(score, sde, 7, 2, 20, generator=gen(0), record_every=5)
+    x, traj = D.reverse_sde_sample(score, sde, n=7, dim=2, steps=20, generator=gen(0), record_every=5)
     assert x.shape == (7, 2) and traj.shape == (5, 7, 2)
-    x, traj = D.predictor_corrector_sample(score, sde, 7, 2, 10, generator=gen(0), record_every=10)
+    x, traj = D.predictor_corrector_sample(score, sde, n=7, dim=2, steps=10, generator=gen(0), record_every=10)
     assert traj.shape == (2, 7, 2)
     z = sde.prior_sample(7, 2, gen(1))
-    a = D.probability_flow_sample(score, sde, n_steps=10, x_init=z)
-    b, traj = D.probability_flow_sample(score, sde, n_steps=10, x_init=z, record_every=1, method="rk4")
-    assert torch.allclose(a, D.probability_flow_sample(score, sde, n_steps=10, x_init=z))
+    a = D.probability_flow_sample(score, sde, steps=10, x0=z)
+    b, traj = D.probability_flow_sample(score, sde, steps=10, x0=z, record_every=1, method="rk4")
+    assert torch.allclose(a, D.probability_flow_sample(score, sde, steps=10, x0=z))
     assert traj.shape == (11, 7, 2) and torch.allclose(traj[0], z)
 
 
@@ -240,10 +240,10 @@ def test_exploding_score_raises_sampler_diverged():
     from csm_edu.sampling import SamplerDivergedError
     sde = D.VESDE()
     blow_up = lambda x, t: 1e4 * x                                   # noqa: E731
-    with pytest.raises(SamplerDivergedError, match="n_steps"):
-        D.reverse_sde_sample(blow_up, sde, 10, 2, 20, generator=gen(0))
+    with pytest.raises(SamplerDivergedError, match="Increase steps"):
+        D.reverse_sde_sample(blow_up, sde, n=10, dim=2, steps=20, generator=gen(0))
     with pytest.raises(SamplerDivergedError):
-        D.probability_flow_sample(blow_up, sde, 10, 2, 20, generator=gen(0))
+        D.probability_flow_sample(blow_up, sde, n=10, dim=2, steps=20, generator=gen(0))
 
 
 # ----------------------------------------------------------------------------- ODE log-likelihood
@@ -255,7 +255,7 @@ def test_ode_log_likelihood_of_gaussian_exact_divergence(method, n_steps):
     target = dist.Gaussian([0.0, 0.0], [[2.0, 0.6], [0.6, 0.5]])
     sde = D.VPSDE()
     x = target.sample(300, gen(11))
-    ll = D.ode_log_likelihood(D.marginal_score_fn(target, sde), sde, x, n_steps=n_steps, method=method)
+    ll = D.ode_log_likelihood(D.marginal_score_fn(target, sde), sde, x, steps=n_steps, method=method)
     assert (ll - target.log_prob(x)).abs().max() < 1e-2
 
 
@@ -265,14 +265,14 @@ def test_ode_log_likelihood_of_offset_gaussian_on_average(name, sde, method):
     averages out: the mean error stays below 1e-2 nats. The VE flow spans sigma from 0.01 to 50
     and needs RK4 for that (Heun with 50 steps is 0.03 nats off)."""
     x = GAUSS.sample(300, gen(12))
-    ll = D.ode_log_likelihood(D.marginal_score_fn(GAUSS, sde), sde, x, n_steps=50, method=method)
+    ll = D.ode_log_likelihood(D.marginal_score_fn(GAUSS, sde), sde, x, steps=50, method=method)
     assert abs(float((ll - GAUSS.log_prob(x)).mean())) < 1e-2
 
 
 def test_ode_log_likelihood_of_mixture_exact_divergence():
     sde = D.VPSDE()
     x = RING.sample(200, gen(13))
-    ll = D.ode_log_likelihood(D.marginal_score_fn(RING, sde), sde, x, n_steps=50)
+    ll = D.ode_log_likelihood(D.marginal_score_fn(RING, sde), sde, x, steps=50)
     assert abs(float((ll - RING.log_prob(x)).mean())) < 0.02
 
 
@@ -284,7 +284,7 @@ def test_ode_log_likelihood_hutchinson_is_unbiased_on_average(projection):
     score = D.marginal_score_fn(GAUSS, sde)
     x = GAUSS.sample(300, gen(14))
     g = gen(15)
-    errors = [float((D.ode_log_likelihood(score, sde, x, n_steps=25, exact_divergence=False,
+    errors = [float((D.ode_log_likelihood(score, sde, x, steps=25, exact_divergence=False,
                                           projection=projection, generator=g) - GAUSS.log_prob(x)).mean())
               for _ in range(8)]
     assert abs(sum(errors) / len(errors)) < 0.06
@@ -295,9 +295,9 @@ def test_ode_log_likelihood_in_higher_dimension_with_hutchinson():
     sde = D.VPSDE()
     x = target.sample(200, gen(16))
     score = D.marginal_score_fn(target, sde)
-    exact = D.ode_log_likelihood(score, sde, x, n_steps=25)
+    exact = D.ode_log_likelihood(score, sde, x, steps=25)
     assert abs(float((exact - target.log_prob(x)).mean())) < 1e-2
-    hutch = D.ode_log_likelihood(score, sde, x, n_steps=25, exact_divergence=False, projection="rademacher",
+    hutch = D.ode_log_likelihood(score, sde, x, steps=25, exact_divergence=False, projection="rademacher",
                                  generator=gen(17))
     assert abs(float((hutch - target.log_prob(x)).mean())) < 0.3
 
@@ -315,9 +315,9 @@ def test_bad_input_raises_clear_value_errors():
     with pytest.raises(ValueError, match="t must lie"):
         D.marginal_distribution(RING, sde, -0.1)
     with pytest.raises(ValueError, match="method"):
-        D.probability_flow_sample(lambda x, t: x, sde, 5, 2, 3, method="midpoint")
+        D.probability_flow_sample(lambda x, t: x, sde, n=5, dim=2, steps=3, method="midpoint")
     with pytest.raises(ValueError, match="sde must be"):
-        D.reverse_sde_sample(lambda x, t: x, "vp", 5, 2, 3)
+        D.reverse_sde_sample(lambda x, t: x, "vp", n=5, dim=2, steps=3)
     with pytest.raises(ValueError, match="sde must be"):
         D.TimeScoreNet("vp")
     with pytest.raises(ValueError, match="projection"):

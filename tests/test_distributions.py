@@ -30,7 +30,7 @@ def test_score_equals_autograd_of_log_prob(name):
 def test_2d_log_prob_integrates_to_one(name):
     target = TARGETS[name]()
     bounds = (-12, 12, -12, 12) if name in ("banana", "two_modes") else (-7, 7, -7, 7)
-    _, _, _, log_z = metrics.grid_log_density(target.log_prob, bounds, n=600)
+    _, _, _, log_z = metrics.grid_log_density(target.log_prob, window=bounds, resolution=600)
     assert abs(log_z) < 5e-3
 
 

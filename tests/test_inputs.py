@@ -24,10 +24,10 @@ MODEL = ScoreMLP(2, 8)
     (lambda: data.make_toy("moons", 0), "n must be an integer >= 1"),
     (lambda: metrics.mmd(torch.zeros(5, 2), torch.zeros(5, 3)), "y must have 2 columns"),
     (lambda: metrics.auroc([0.1, float("nan")], [0.2]), "NaN or inf"),
-    (lambda: metrics.grid_2d((1, 0, 0, 1)), "xmin < xmax"),
+    (lambda: metrics.grid_2d((1, 0, 0, 1)), "x range must have lo < hi"),
     (lambda: train.fit(EnergyMLP(2, 8), lambda m, b: m.energy(b).mean(), torch.tensor([[float("nan"), 0.0]]), steps=1), "data contains NaN"),
     (lambda: train.fit(EnergyMLP(2, 8), lambda m, b: m.energy(b).mean(), torch.zeros(4, 2), steps=1, lr=0), "lr must be > 0"),
-    (lambda: sampling.langevin(MODEL.score, torch.zeros(3, 2), 0.1, -1), "n_steps must be an integer >= 0"),
+    (lambda: sampling.langevin(MODEL.score, torch.zeros(3, 2), step_size=0.1, steps=-1), "steps must be an integer >= 0"),
 ])
 def test_bad_input_raises_clear_value_error(call, pattern):
     with pytest.raises(ValueError, match=pattern):

@@ -11,7 +11,7 @@ def test_grid_log_likelihood_of_exact_gaussian_energy():
     target = distributions.Gaussian([0.3, -0.2], [[1.0, 0.4], [0.4, 0.8]])
     x = target.sample(500, generator=torch.Generator().manual_seed(0))
     shifted = lambda y: target.log_prob(y) + 7.0  # an unnormalised log density
-    ll = metrics.grid_log_likelihood(shifted, x, bounds=(-6, 6, -6, 6), n=400)
+    ll = metrics.grid_log_likelihood(shifted, x, window=(-6, 6, -6, 6), resolution=400)
     assert ll == pytest.approx(target.log_prob(x).mean().item(), abs=1e-3)
 
 

@@ -13,7 +13,7 @@ def _gaussian():
 def test_langevin_reproduces_mean_and_covariance():
     target = _gaussian()
     g = torch.Generator().manual_seed(0)
-    x = sampling.langevin(target.score, torch.zeros(4000, 2), step_size=0.02, n_steps=600, generator=g)
+    x = sampling.langevin(target.score, torch.zeros(4000, 2), step_size=0.02, steps=600, generator=g)
     assert torch.allclose(x.mean(0), target.mean, atol=0.08)
     # unadjusted Langevin has an O(step) bias in the covariance: 2% at this step
     assert torch.allclose(torch.cov(x.T), target.cov, atol=0.1)
@@ -23,18 +23,18 @@ def test_mala_is_exact_even_with_a_large_step():
     target = _gaussian()
     info = {}
     g = torch.Generator().manual_seed(1)
-    x = sampling.langevin(target.score, torch.zeros(4000, 2), step_size=0.8, n_steps=400,
+    x = sampling.langevin(target.score, torch.zeros(4000, 2), step_size=0.8, steps=400,
                           log_prob_fn=target.log_prob, generator=g, info=info)
     assert 0.2 < info["acceptance_rate"] < 0.95
     assert torch.allclose(x.mean(0), target.mean, atol=0.08)
     assert torch.allclose(torch.cov(x.T), target.cov, atol=0.1)
-    ula = sampling.langevin(target.score, torch.zeros(4000, 2), step_size=0.8, n_steps=400, generator=g)
+    ula = sampling.langevin(target.score, torch.zeros(4000, 2), step_size=0.8, steps=400, generator=g)
     assert (torch.cov(ula.T) - target.cov).abs().max() > 0.3  # the unadjusted chain is visibly biased
 
 
 def test_record_every_returns_trajectory():
     target = _gaussian()
-    x, traj = sampling.langevin(target.score, torch.zeros(10, 2), 0.01, 20, record_every=5)
+    x, traj = sampling.langevin(target.score, torch.zeros(10, 2), step_size=0.01, steps=20, record_every=5)
     assert traj.shape == (5, 10, 2) and torch.equal(traj[-1], x) and torch.equal(traj[0], torch.zeros(10, 2))
 
 
@@ -53,7 +53,7 @@ def test_annealed_langevin_recovers_weights_where_plain_langevin_fails():
     target = D.two_modes(weights=(0.8, 0.2), separation=8.0, std=1.0)
     g = torch.Generator().manual_seed(0)
     x0 = torch.rand(3000, 2, generator=g) * 16 - 8
-    plain = sampling.langevin(target.score, x0, step_size=0.05, n_steps=500, generator=g)
+    plain = sampling.langevin(target.score, x0, step_size=0.05, steps=500, generator=g)
     sigmas = torch.logspace(1, -1, 10)
     annealed = sampling.annealed_langevin(_mixture_noised_score(target), x0, sigmas, steps_per_sigma=100,
                                           step_size=0.005, generator=g)
@@ -65,14 +65,14 @@ def test_annealed_langevin_recovers_weights_where_plain_langevin_fails():
 def test_diverging_sampler_raises_clear_error():
     target = _gaussian()
     with pytest.raises(sampling.SamplerDivergedError, match="Lower step_size"):
-        sampling.langevin(target.score, torch.zeros(10, 2), step_size=50.0, n_steps=200)
+        sampling.langevin(target.score, torch.zeros(10, 2), step_size=50.0, steps=200)
 
 
 def test_bad_arguments():
     target = _gaussian()
     with pytest.raises(ValueError, match="step_size must be > 0"):
-        sampling.langevin(target.score, torch.zeros(3, 2), step_size=0.0, n_steps=5)
+        sampling.langevin(target.score, torch.zeros(3, 2), step_size=0.0, steps=5)
     with pytest.raises(ValueError, match="x0 must have shape"):
-        sampling.langevin(target.score, torch.zeros(3), step_size=0.1, n_steps=5)
+        sampling.langevin(target.score, torch.zeros(3), step_size=0.1, steps=5)
     with pytest.raises(ValueError, match="sigmas"):
         sampling.annealed_langevin(lambda x, s: x, torch.zeros(3, 2), [1.0, -0.1])

@@ -38,7 +38,7 @@ def test_grid_nll_gradient_is_data_minus_model_expectation():
 
 
 def test_grid_nll_rejects_bad_input():
-    points, _, _, area = metrics.grid_2d(n=10)
+    points, _, _, area = metrics.grid_2d(resolution=10)
     with pytest.raises(ValueError, match="cell_area"):
         lesson01.grid_negative_log_likelihood(quadratic_energy, torch.zeros(3, 2), points, 0.0)
     with pytest.raises(ValueError, match="grid_points"):
@@ -61,7 +61,7 @@ def test_cost_table_counts_points_and_extrapolates():
 
 @pytest.fixture(scope="module")
 def quadratic_view():
-    return lesson01.TemperatureView(quadratic_energy, bounds=(-12, 12, -12, 12), n=240)
+    return lesson01.TemperatureView(quadratic_energy, window=(-12, 12, -12, 12), resolution=240)
 
 
 @pytest.mark.parametrize("temperature", lesson01.TEMPERATURE_RANGE)
@@ -79,12 +79,12 @@ def test_temperature_view_at_slider_ends(quadratic_view, temperature):
 
 
 def test_temperature_panel_moves_the_readout():
-    panel = lesson01.temperature_panel(quadratic_energy, bounds=(-6, 6, -6, 6), n=60)
+    panel = lesson01.temperature_panel(quadratic_energy, window=(-6, 6, -6, 6), resolution=60)
     slider, readout = panel.children[0].children[0], panel.children[1]
     slider.value = slider.base ** slider.max
     assert "T = 10" in readout.value
     slider.value = slider.base ** slider.min
     assert "T = 0.1" in readout.value
     with pytest.raises(ValueError, match="temperature"):
-        lesson01.TemperatureView(quadratic_energy, n=20).log_z(0.0)
+        lesson01.TemperatureView(quadratic_energy, resolution=20).log_z(0.0)
     plt.close("all")

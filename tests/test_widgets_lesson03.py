@@ -41,7 +41,7 @@ def test_snapshots_are_recorded_and_training_lowers_the_fisher_divergence(record
 @pytest.mark.parametrize("index", [0, 4])              # the slider's min and max
 def test_progress_figure_at_slider_ends(recorded, index):
     snaps, _ = recorded
-    fig, readout = lesson03.training_progress_figure(snaps, index, BOUNDS, true_fisher_zero=11.2)
+    fig, readout = lesson03.training_progress_figure(snaps, index, window=BOUNDS, true_fisher_zero=11.2)
     ax_field, ax_curve = fig.axes
     assert any(isinstance(c, QuadMesh) for c in ax_field.collections)
     assert any(isinstance(c, Quiver) for c in ax_field.collections)

@@ -35,7 +35,7 @@ def test_histogram_readout_matches_theory(kind, n_projections, diagonal_share):
     assert len(ax.patches) == 60                            # the histogram's bars
     assert len(ax.lines) == 2                               # the true-trace line, the theory curve
     measured, theory = _readout_numbers(readout)
-    assert theory == pytest.approx(hutchinson_variance(lesson04.demo_matrix(diagonal_share), n_projections, kind),
+    assert theory == pytest.approx(hutchinson_variance(lesson04.demo_matrix(diagonal_share), n_projections=n_projections, kind=kind),
                                    rel=1e-3)
     assert measured == pytest.approx(theory, rel=0.15)
     plt.close(fig)

@@ -72,7 +72,7 @@ def test_tweedie_view_lowers_the_error_at_large_sigma(sweep):
     panel = lesson05.tweedie_panel(sweep)
     slider = slider_of(panel)
     for sigma in (slider.base ** slider.min, slider.base ** slider.max):
-        fig, text = lesson05.tweedie_view(sweep, sigma, n_points=200)
+        fig, text = lesson05.tweedie_view(sweep, sigma, n=200)
         assert "MSE noisy" in text
         plt.close(fig)
     numbers = [float(v) for v in text.replace(",", " ").split() if v.replace(".", "", 1).isdigit()]

@@ -16,13 +16,13 @@ TARGET = dist.two_modes(weights=(0.8, 0.2))
 
 def test_score_error_map_is_the_squared_difference():
     shift = torch.tensor([0.3, -0.4])
-    X, Y, err = lesson06.score_error_map(lambda x: TARGET.score(x) + shift, TARGET, n=12)
+    X, Y, err = lesson06.score_error_map(lambda x: TARGET.score(x) + shift, TARGET, resolution=12)
     assert err.shape == (12, 12) and X.shape == (12, 12)
     assert torch.allclose(err, torch.full((12, 12), 0.25), atol=1e-5)
 
 
 def test_zero_field_is_worse_away_from_the_data():
-    parts = lesson06.error_where_data_are(lambda x: torch.zeros_like(x), TARGET, TARGET, n=60)
+    parts = lesson06.error_where_data_are(lambda x: torch.zeros_like(x), TARGET, TARGET, resolution=60)
     # away from the boundary between the modes |grad log p|^2 = |x - mu_k|^2 (std 1). The 'high' set
     # is two discs: p > 0.01 max p means r^2 < R^2 = 2 ln 100 around mode 1 and 2 ln 25 around
     # mode 2 (weight 0.2); the grid-mean of r^2 over a disc is R^2 / 2, weighted by disc areas.
@@ -49,7 +49,7 @@ def test_exact_noise_conditional_score_matches_the_noised_mixture():
 
 
 def test_plot_score_error_draws_a_heat_map_with_contours():
-    fig = lesson06.plot_score_error(lambda x: torch.zeros_like(x), TARGET, n=30, title="zero field")
+    fig = lesson06.plot_score_error(lambda x: torch.zeros_like(x), TARGET, resolution=30, title="zero field")
     ax = fig.axes[0]
     assert len(ax.images) == 1 and len(ax.collections) >= 1
     plt.close(fig)
@@ -64,7 +64,7 @@ def test_annealed_panel_at_slider_min_and_max():
     highest = dict(n_levels=levels.max, sigma_max=sigma_max.base ** sigma_max.max, steps_per_level=steps.max)
     weights = []
     for values in (lowest, highest):
-        fig, text = lesson06.annealed_view(score, TARGET, n_samples=300, **values)
+        fig, text = lesson06.annealed_view(score, TARGET, n=300, **values)
         assert len(fig.axes) == 2 and len(fig.axes[1].patches) == 4      # true and recovered bars, 2 modes
         weights.append(float(text.split("mode 1: ")[1].split(" ")[0]))
         plt.close(fig)

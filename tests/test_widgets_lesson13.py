@@ -15,15 +15,15 @@ from csm_edu.widgets import lesson13 as L  # noqa: E402
 @pytest.mark.parametrize("kind", L.SDE_KINDS)
 @pytest.mark.parametrize("t", [0.0, 0.5, 1.0])
 def test_forward_noising_figure_over_the_slider_range(kind, t):
-    fig, text = L.forward_noising_figure(kind, t, n_samples=200)
+    fig, text = L.forward_noising_figure(kind, t, n=200)
     assert len(fig.axes) >= 2 and "s(t)" in text
     plt.close(fig)
 
 
 def test_forward_noising_window_grows_with_ve_noise():
     sde = L.default_sde("VE")
-    assert L.bounds_at(sde, 0.0)[1] == pytest.approx(4.5)
-    assert L.bounds_at(sde, 1.0)[1] > 20
+    assert L.window_at(sde, 0.0)[1] == pytest.approx(4.5)
+    assert L.window_at(sde, 1.0)[1] > 20
     with pytest.raises(ValueError, match="t must lie"):
         L.forward_noising_figure("VE", 1.5)
     with pytest.raises(ValueError, match="sde kind"):

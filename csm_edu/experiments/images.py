@@ -358,7 +358,7 @@ def images_per_second(model, loss_fn: Callable, x: torch.Tensor, *, repeats: int
 
 def langevin_options(n: int, dim: int, cfg: dict) -> dict:
     """``sample`` options of an AR-CSM for reflected autoregressive Langevin with ``cfg``'s settings, n chains from z = 0."""
-    return dict(method="langevin", bounds=BOUNDS, init=torch.zeros(n, dim), n_steps=cfg["langevin_steps"],
+    return dict(method="langevin", bounds=BOUNDS, x0=torch.zeros(n, dim), steps=cfg["langevin_steps"],
                 step_size=cfg["langevin_step_size"], sigmas=cfg["langevin_sigmas"])
 
 
@@ -374,12 +374,9 @@ def sample_images(model: AutoregressiveScoreModel, n: int, cfg: dict, *, generat
     in generation order (``model.order``), for the pixel-by-pixel widget (digits-sized D only).
     """
     n = checks.positive_int(n, "n")
-    out = model.sample(n, generator=generator, record=record, **langevin_options(n, model.dim, cfg))
-    if not record:
-        return out
-    x, trajectory = out
-    per_pixel = cfg["langevin_steps"] * len(cfg["langevin_sigmas"])
-    return x, trajectory[::per_pixel]                                        # states: (D + 1, n, D)
+    per_pixel = cfg["langevin_steps"] * len(cfg["langevin_sigmas"])          # sampler steps per pixel
+    return model.sample(n, generator=generator, record_every=per_pixel if record else None,
+                        **langevin_options(n, model.dim, cfg))
 
 
 def conditional_density_on_grid(model: AutoregressiveScoreModel, x: torch.Tensor, d: int, grid: torch.Tensor,

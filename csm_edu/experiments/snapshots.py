@@ -15,7 +15,7 @@ class Snapshot:
     score: torch.Tensor        # (m*m, 2) learned score on the quiver grid
 
 
-def _snapshot(model, step: int, true_score, x_eval, bounds, density_grid: int, quiver_grid: int) -> Snapshot:
+def _snapshot(model, step: int, true_score, x_eval, window, density_grid: int, quiver_grid: int) -> Snapshot:
     dev = next(model.parameters()).device          # fit() may have moved the model to a GPU
 
     def log_prob(z):
@@ -24,8 +24,8 @@ def _snapshot(model, step: int, true_score, x_eval, bounds, density_grid: int, q
     def score(z):
         return model.score(z.to(dev)).cpu()
 
-    _, _, log_density, _ = metrics.grid_log_density(log_prob, bounds, density_grid)
-    pts, _, _, _ = metrics.grid_2d(bounds, quiver_grid)
+    _, _, log_density, _ = metrics.grid_log_density(log_prob, window=window, resolution=density_grid)
+    pts, _, _, _ = metrics.grid_2d(window, quiver_grid)
     with torch.no_grad():
         grid_score = score(pts).detach()
     return Snapshot(step, metrics.fisher_divergence(score, true_score, x_eval), log_density.detach(), grid_score)
@@ -34,7 +34,7 @@ def _snapshot(model, step: int, true_score, x_eval, bounds, density_grid: int, q
 def train_with_snapshots(model: torch.nn.Module, loss_fn: Callable, data: torch.Tensor, true_score,
                          x_eval: torch.Tensor, *, steps: int, n_snapshots: int = 10, batch_size: int = 128,
                          lr: float = 1e-2, generator: Optional[torch.Generator] = None,
-                         bounds: Sequence[float] = viz.DEFAULT_BOUNDS, density_grid: int = 80, quiver_grid: int = 18,
+                         window: Sequence[float] = viz.DEFAULT_WINDOW, density_grid: int = 80, quiver_grid: int = 18,
                          progress: bool = True, device: Union[str, torch.device] = "cpu") -> Tuple[List[Snapshot], train.History]:
     r"""Train a 2-D energy model with one :func:`csm_edu.train.fit` run and record ``n_snapshots`` checkpoints.
 
@@ -53,13 +53,13 @@ def train_with_snapshots(model: torch.nn.Module, loss_fn: Callable, data: torch.
     if getattr(model, "dim", 2) != 2 or not hasattr(model, "log_prob_unnormalised"):
         raise ValueError("model must be a 2-D energy model with log_prob_unnormalised, e.g. models.EnergyMLP(2)")
     x_eval = checks.as_batch(x_eval, "x_eval", dim=2)
-    bounds = tuple(bounds)
-    snapshots = [_snapshot(model.eval(), 0, true_score, x_eval, bounds, density_grid, quiver_grid)]
+    window = tuple(window)
+    snapshots = [_snapshot(model.eval(), 0, true_score, x_eval, window, density_grid, quiver_grid)]
     at = {(steps * (k + 1)) // n_snapshots for k in range(n_snapshots)}
 
     def record(step, model, history):
         if step in at:
-            snapshots.append(_snapshot(model, step, true_score, x_eval, bounds, density_grid, quiver_grid))
+            snapshots.append(_snapshot(model, step, true_score, x_eval, window, density_grid, quiver_grid))
 
     history = train.fit(model, loss_fn, data, steps=steps, batch_size=batch_size, lr=lr, callbacks=[record],
                         generator=generator, progress=progress, device=device)

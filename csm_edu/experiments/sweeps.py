@@ -24,7 +24,7 @@ from ..distributions import GaussianMixture
 from ..metrics import fisher_divergence, grid_2d
 from ..models import ScoreMLP
 
-BOUNDS = (-4.0, 4.0, -4.0, 4.0)
+WINDOW = (-4.0, 4.0, -4.0, 4.0)
 
 
 
@@ -51,7 +51,7 @@ class SigmaSweep:
     fisher_to_noised: List[float]
     bias: List[float]
     seconds: float
-    bounds: Sequence[float] = BOUNDS
+    window: Sequence[float] = WINDOW
     grids: List[dict] = field(default_factory=list)
 
     def nearest(self, sigma: float) -> int:
@@ -67,7 +67,7 @@ def train_sigma_sweep(target: GaussianMixture, sigmas: Sequence[float], n_data: 
 
     Fisher divergences are Monte-Carlo estimates on ``n_eval`` fresh samples of p (and of
     q_sigma for the divergence to the noised score). Grids of ``grid_n``^2 points (heat maps) and
-    ``quiver_n``^2 points (arrows) over :data:`BOUNDS` are evaluated once here.
+    ``quiver_n``^2 points (arrows) over :data:`WINDOW` are evaluated once here.
     """
     sigmas = sorted(checks.sigma_sequence(sigmas).tolist())
     n_eval = checks.positive_int(n_eval, "n_eval", minimum=2)
@@ -75,8 +75,8 @@ def train_sigma_sweep(target: GaussianMixture, sigmas: Sequence[float], n_data: 
     x_train = target.sample(checks.positive_int(n_data, "n_data"), generator=gen)
     x_eval = target.sample(n_eval, generator=gen)
     eps_eval = torch.randn(x_eval.shape, generator=gen)
-    heat_pts, _, _, _ = grid_2d(BOUNDS, grid_n)
-    arrow_pts, ax_, ay_, _ = grid_2d(BOUNDS, quiver_n)
+    heat_pts, _, _, _ = grid_2d(WINDOW, grid_n)
+    arrow_pts, ax_, ay_, _ = grid_2d(WINDOW, quiver_n)
     with torch.no_grad():
         p_grid = target.log_prob(heat_pts).exp()
         true_grid = target.score(heat_pts)
@@ -103,4 +103,4 @@ def train_sigma_sweep(target: GaussianMixture, sigmas: Sequence[float], n_data: 
                 "arrows": model(arrow_pts).numpy(),
             })
         models.append(model)
-    return SigmaSweep(target, sigmas, models, f_true, f_noised, bias, seconds, BOUNDS, grids)
+    return SigmaSweep(target, sigmas, models, f_true, f_noised, bias, seconds, WINDOW, grids)

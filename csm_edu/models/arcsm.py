@@ -63,7 +63,7 @@ class AutoregressiveScoreModel(nn.Module):
     def set_support(self, *, bounds: Optional[Sequence[float]] = None, n_nodes: Optional[int] = None):
         """Set the box ``bounds`` = (lo, hi) the density lives on and the quadrature's ``n_nodes``; returns self."""
         if bounds is not None:
-            self.bounds = sampling._check_bounds(bounds)      # (lo, hi), finite, lo < hi
+            self.bounds = checks.bounds(bounds)                # (lo, hi), finite, lo < hi
         if n_nodes is not None:
             n_nodes = checks.positive_int(n_nodes, "n_nodes", minimum=4)
             if n_nodes % 2:
@@ -97,13 +97,13 @@ class AutoregressiveScoreModel(nn.Module):
         ``method="inverse_cdf"`` (default): the exact inverse-CDF sampler on a grid
         (:func:`csm_edu.sampling.autoregressive_inverse_cdf`; ``options``: ``n_nodes``, its grid cells).
         ``method="langevin"``: reflected autoregressive Langevin
-        (:func:`csm_edu.sampling.autoregressive_langevin`; ``options``: ``n_steps``, ``step_size``,
-        ``sigmas``, ``init``, ``record``).
+        (:func:`csm_edu.sampling.autoregressive_langevin`; ``options``: ``steps``, ``step_size``,
+        ``sigmas``, ``x0``, ``record_every``).
         """
         method = checks.one_of(method, "method", ("inverse_cdf", "langevin"))
         bounds = self.bounds if bounds is None else bounds
         if method == "inverse_cdf":
-            return sampling.autoregressive_inverse_cdf(self, n, bounds, y=y, generator=generator, **options)
+            return sampling.autoregressive_inverse_cdf(self, n, bounds=bounds, y=y, generator=generator, **options)
         return sampling.autoregressive_langevin(self, n, bounds=bounds, y=y, generator=generator, **options)
 
     def context(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -73,17 +73,17 @@ class TemperatureView:
     E is evaluated once on the grid (constructor); each call only rescales it, so a slider
     responds at once. ``view(temperature)`` returns ``(figure, readout)``: the density heat map and
     the curve log Z(T) against T with the current T marked. Z(T) is the grid sum over the box
-    ``bounds`` (mass outside the box is ignored, which matters at high T).
+    ``window`` (mass outside the box is ignored, which matters at high T).
     """
 
-    def __init__(self, energy_fn: Callable, bounds: Sequence[float] = viz.DEFAULT_BOUNDS, n: int = 120,
+    def __init__(self, energy_fn: Callable, *, window: Sequence[float] = viz.DEFAULT_WINDOW, resolution: int = 120,
                  temperature_range: Sequence[float] = TEMPERATURE_RANGE):
-        self.bounds = tuple(bounds)
-        points, self.X, self.Y, area = grid_2d(bounds, n)
+        self.window = tuple(window)
+        points, self.X, self.Y, area = grid_2d(window, resolution)
         with torch.no_grad():
-            self.energy = energy_fn(points).detach().double().reshape(n, n)
+            self.energy = energy_fn(points).detach().double().reshape(self.X.shape)
         if not torch.isfinite(self.energy).all():
-            raise ValueError("energy_fn returned NaN/inf on the grid; check the model or narrow bounds")
+            raise ValueError("energy_fn returned NaN/inf on the grid; check the model or narrow window")
         self.log_area = math.log(area)
         lo, hi = (checks.positive(t, "temperature_range") for t in temperature_range)
         self.curve_t = np.geomspace(lo, hi, 60)
@@ -100,8 +100,8 @@ class TemperatureView:
         density = torch.exp(-self.energy / temperature - log_z).float()
         fig, (ax_p, ax_z) = plt.subplots(1, 2, figsize=(9, 3.9), gridspec_kw={"width_ratios": [1, 1.1]})
         ax_p.pcolormesh(self.X.numpy(), self.Y.numpy(), density.numpy(), cmap="viridis", shading="auto")
-        ax_p.set_xlim(self.bounds[0], self.bounds[1])
-        ax_p.set_ylim(self.bounds[2], self.bounds[3])
+        ax_p.set_xlim(self.window[0], self.window[1])
+        ax_p.set_ylim(self.window[2], self.window[3])
         ax_p.set_aspect("equal")
         ax_p.set_title(f"p_T(x) ∝ exp(-E(x)/T), T = {temperature:.3g}")
         ax_z.semilogx(self.curve_t, self.curve_log_z, color="tab:blue")
@@ -114,12 +114,12 @@ class TemperatureView:
         return fig, f"T = {temperature:.3g}: log Z(T) = {log_z:.3f} (grid), highest density {peak:.3g}"
 
 
-def temperature_panel(energy_fn: Callable, bounds: Sequence[float] = viz.DEFAULT_BOUNDS, n: int = 120,
+def temperature_panel(energy_fn: Callable, *, window: Sequence[float] = viz.DEFAULT_WINDOW, resolution: int = 120,
                       temperature: float = 1.0, view: Optional[TemperatureView] = None):
     """A temperature slider (FloatLogSlider over :data:`TEMPERATURE_RANGE`) wired to :class:`TemperatureView`."""
     import ipywidgets as widgets
 
-    view = view if view is not None else TemperatureView(energy_fn, bounds, n)
+    view = view if view is not None else TemperatureView(energy_fn, window=window, resolution=resolution)
     lo, hi = TEMPERATURE_RANGE
     slider = widgets.FloatLogSlider(value=temperature, base=10, min=math.log10(lo), max=math.log10(hi),
                                     step=0.05, description="temperature", readout_format=".3g")

@@ -31,13 +31,13 @@ class LangevinExplorer:
     Everything a slider does not change is fixed in the constructor: the target, the initial
     points x0 ~ N(0, init_std^2 I), exact reference samples for the MMD (Gaussian kernel of width
     ``mmd_bandwidth``, about one mode's width, so that it sees a wrong mode shape), and the seed, so
-    the same settings always give the same picture. Call ``explorer(step_size, n_steps, noise)``
+    the same settings always give the same picture. Call ``explorer(step_size, steps, noise)``
     to get ``(figure, readout)``; a step size that blows up raises
     :class:`csm_edu.sampling.SamplerDivergedError` (the panel shows it as a red readout).
     """
 
     def __init__(self, target=None, n_chains: Optional[int] = None, init_std: float = 3.0,
-                 bounds: Sequence[float] = viz.DEFAULT_BOUNDS, mmd_bandwidth: float = 0.5, seed: int = 0):
+                 window: Sequence[float] = viz.DEFAULT_WINDOW, mmd_bandwidth: float = 0.5, seed: int = 0):
         self.target = target if target is not None else toy_distribution("mixture")
         if not hasattr(self.target, "score") or not hasattr(self.target, "sample"):
             raise ValueError("target must have .score, .log_prob and .sample (a csm_edu.distributions object)")
@@ -45,30 +45,30 @@ class LangevinExplorer:
                                        "n_chains", minimum=2)
         init_std = checks.positive(init_std, "init_std")
         self.mmd_bandwidth = checks.positive(mmd_bandwidth, "mmd_bandwidth")
-        self.bounds = tuple(bounds)
+        self.window = tuple(window)
         self.seed = seed
         gen = torch.Generator().manual_seed(seed)
         self.x0 = init_std * torch.randn(n_chains, self.target.dim, generator=gen)
         self.reference = self.target.sample(n_chains, generator=gen)
 
-    def run(self, step_size: float, n_steps: int, noise: bool = True) -> torch.Tensor:
-        """The chains after ``n_steps`` Langevin steps from the fixed x0 (same seed every call)."""
+    def run(self, step_size: float, steps: int, noise: bool = True) -> torch.Tensor:
+        """The chains after ``steps`` Langevin steps from the fixed x0 (same seed every call)."""
         gen = torch.Generator().manual_seed(self.seed + 1)
-        return langevin(self.target.score, self.x0, step_size, int(n_steps), noise=bool(noise), generator=gen)
+        return langevin(self.target.score, self.x0, step_size=step_size, steps=int(steps), noise=bool(noise), generator=gen)
 
-    def __call__(self, step_size: float, n_steps: int, noise: bool = True):
-        x = self.run(step_size, n_steps, noise)
+    def __call__(self, step_size: float, steps: int, noise: bool = True):
+        x = self.run(step_size, steps, noise)
         mmd2 = metrics.mmd(x, self.reference, bandwidth=self.mmd_bandwidth)
         fig, ax = plt.subplots(figsize=(4.6, 4.2))
-        viz.plot_density(self.target.log_prob, self.bounds, n=100, ax=ax)
-        viz.plot_samples(x, ax=ax, bounds=self.bounds, color="white", s=4, alpha=0.7,
-                         title=f"step {step_size:.3g}, {int(n_steps)} steps, noise {'on' if noise else 'off'}")
-        readout = (f"step size {step_size:.4g}, {int(n_steps)} steps, noise {'on' if noise else 'off'}: "
+        viz.plot_density(self.target.log_prob, window=self.window, resolution=100, ax=ax)
+        viz.plot_samples(x, ax=ax, window=self.window, color="white", s=4, alpha=0.7,
+                         title=f"step {step_size:.3g}, {int(steps)} steps, noise {'on' if noise else 'off'}")
+        readout = (f"step size {step_size:.4g}, {int(steps)} steps, noise {'on' if noise else 'off'}: "
                    f"MMD^2 to true samples = {mmd2:.4f}")
         return fig, readout
 
 
-def langevin_panel(explorer: Optional[LangevinExplorer] = None, step_size: float = 0.01, n_steps: int = 200,
+def langevin_panel(explorer: Optional[LangevinExplorer] = None, step_size: float = 0.01, steps: int = 200,
                    max_steps: Optional[int] = None):
     """Sliders for the step size (FloatLogSlider, first control), the number of steps and noise on/off."""
     import ipywidgets as widgets
@@ -79,14 +79,14 @@ def langevin_panel(explorer: Optional[LangevinExplorer] = None, step_size: float
     controls = {
         "step_size": widgets.FloatLogSlider(value=step_size, base=10, min=math.log10(lo), max=math.log10(hi),
                                             step=0.25, description="step size", readout_format=".3g"),
-        "n_steps": widgets.IntSlider(value=n_steps, min=0, max=max_steps, step=10, description="steps"),
+        "steps": widgets.IntSlider(value=steps, min=0, max=max_steps, step=10, description="steps"),
         "noise": widgets.Checkbox(value=True, description="noise"),
     }
     return interactive_panel(explorer, controls)
 
 
 def trajectory_frame_figure(trajectory: torch.Tensor, frame: int, log_prob_fn: Optional[Callable] = None,
-                            bounds: Sequence[float] = viz.DEFAULT_BOUNDS, n_show: int = 30,
+                            window: Sequence[float] = viz.DEFAULT_WINDOW, n_show: int = 30,
                             record_every: int = 1):
     """One animation frame: the first ``frame + 1`` recorded states of ``n_show`` chains over the density.
 
@@ -99,19 +99,19 @@ def trajectory_frame_figure(trajectory: torch.Tensor, frame: int, log_prob_fn: O
     frame = max(0, min(int(frame), traj.shape[0] - 1))
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     if log_prob_fn is not None:
-        viz.plot_density(log_prob_fn, bounds, n=100, ax=ax)
-    viz.plot_trajectories(traj, ax=ax, n_show=n_show, bounds=bounds, upto=frame + 1,
+        viz.plot_density(log_prob_fn, window=window, resolution=100, ax=ax)
+    viz.plot_trajectories(traj, ax=ax, n_show=n_show, window=window, upto=frame + 1,
                           color="tab:orange", title=f"Langevin step {frame * record_every}")
     return fig, f"frame {frame} of {traj.shape[0] - 1} (Langevin step {frame * record_every})"
 
 
 def trajectory_animation(trajectory: torch.Tensor, log_prob_fn: Optional[Callable] = None,
-                         bounds: Sequence[float] = viz.DEFAULT_BOUNDS, n_show: int = 30,
+                         window: Sequence[float] = viz.DEFAULT_WINDOW, n_show: int = 30,
                          record_every: int = 1, interval_ms: int = 400):
     """A Play button linked (jslink) to a frame slider over the recorded trajectory."""
     n_frames = torch.as_tensor(trajectory).shape[0]
 
     def view(frame):
-        return trajectory_frame_figure(trajectory, frame, log_prob_fn, bounds, n_show, record_every)
+        return trajectory_frame_figure(trajectory, frame, log_prob_fn=log_prob_fn, window=window, n_show=n_show, record_every=record_every)
 
     return animation_panel(view, n_frames, interval_ms=interval_ms)

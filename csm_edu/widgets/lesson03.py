@@ -22,7 +22,7 @@ from ..experiments.snapshots import Snapshot
 
 
 def training_progress_figure(snapshots: Sequence[Snapshot], index: int,
-                             bounds: Sequence[float] = viz.DEFAULT_BOUNDS,
+                             window: Sequence[float] = viz.DEFAULT_WINDOW,
                              true_fisher_zero: Optional[float] = None):
     """Checkpoint ``index``: learned density + score arrows (left), Fisher divergence so far (right).
 
@@ -35,16 +35,16 @@ def training_progress_figure(snapshots: Sequence[Snapshot], index: int,
     snap = snapshots[index]
     n = snap.log_density.shape[0]
     m = int(round(math.sqrt(snap.score.shape[0])))
-    _, X, Y, _ = metrics.grid_2d(bounds, n)
-    pts, QX, QY, _ = metrics.grid_2d(bounds, m)
+    _, X, Y, _ = metrics.grid_2d(window, n)
+    pts, QX, QY, _ = metrics.grid_2d(window, m)
     fig, (ax_field, ax_curve) = plt.subplots(1, 2, figsize=(9.0, 4.0))
     ax_field.pcolormesh(X.numpy(), Y.numpy(), snap.log_density.exp().numpy(), cmap="viridis", shading="auto")
     direction = snap.score / snap.score.norm(dim=1, keepdim=True).clamp_min(1e-12)
     ax_field.quiver(QX.numpy(), QY.numpy(), direction[:, 0].reshape(m, m).numpy(),
                     direction[:, 1].reshape(m, m).numpy(), color="white", angles="xy", pivot="mid",
                     scale=1.6 * m, width=0.004)
-    ax_field.set_xlim(bounds[0], bounds[1])
-    ax_field.set_ylim(bounds[2], bounds[3])
+    ax_field.set_xlim(window[0], window[1])
+    ax_field.set_ylim(window[2], window[3])
     ax_field.set_aspect("equal")
     ax_field.set_title(f"learned density and score, step {snap.step}")
     steps = [s.step for s in snapshots]
@@ -64,14 +64,14 @@ def training_progress_figure(snapshots: Sequence[Snapshot], index: int,
     return fig, readout
 
 
-def training_progress_panel(snapshots: Sequence[Snapshot], bounds: Sequence[float] = viz.DEFAULT_BOUNDS,
+def training_progress_panel(snapshots: Sequence[Snapshot], window: Sequence[float] = viz.DEFAULT_WINDOW,
                             true_fisher_zero: Optional[float] = None, interval_ms: int = 600):
     """A checkpoint slider (IntSlider) linked to a Play button over the recorded snapshots."""
     if not snapshots:
         raise ValueError("snapshots is empty: record them with train_with_snapshots first")
 
     def view(index):
-        return training_progress_figure(snapshots, index, bounds, true_fisher_zero)
+        return training_progress_figure(snapshots, index, window=window, true_fisher_zero=true_fisher_zero)
 
     return animation_panel(view, len(snapshots), name="index", value=len(snapshots) - 1,
                            interval_ms=interval_ms, description="checkpoint")

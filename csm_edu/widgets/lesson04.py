@@ -58,11 +58,11 @@ def hutchinson_figure(n_projections: int, kind: str = "gaussian", diagonal_share
     n_projections = checks.positive_int(n_projections, "n_projections")
     a = demo_matrix(diagonal_share, dim) if matrix is None else torch.as_tensor(matrix, dtype=torch.float64)
     gen = torch.Generator().manual_seed(seed)
-    estimates = hutchinson_estimates(a, n_projections, kind, n_trials, generator=gen)
+    estimates = hutchinson_estimates(a, n_projections=n_projections, kind=kind, n_trials=n_trials, generator=gen)
     trace = float(torch.trace(a))
-    theory = hutchinson_variance(a, n_projections, kind)
+    theory = hutchinson_variance(a, n_projections=n_projections, kind=kind)
     measured = float(estimates.var())
-    half_width = 4.0 * hutchinson_variance(a, 1, "gaussian") ** 0.5
+    half_width = 4.0 * hutchinson_variance(a, n_projections=1, kind="gaussian") ** 0.5
     lo, hi = trace - half_width, trace + half_width
     fig, ax = plt.subplots(figsize=(6.0, 3.4))
     ax.hist(estimates.clamp(lo, hi).numpy(), bins=np.linspace(lo, hi, 61), density=True,
@@ -113,8 +113,8 @@ def variance_against_projections_figure(matrix, projections: Sequence[int] = (1,
     gen = torch.Generator().manual_seed(seed)
     table = {}
     for kind, color in zip(KINDS, ("tab:blue", "tab:green")):
-        measured = [float(hutchinson_estimates(matrix, m, kind, n_trials, generator=gen).var()) for m in projections]
-        theory = [hutchinson_variance(matrix, m, kind) for m in projections]
+        measured = [float(hutchinson_estimates(matrix, n_projections=m, kind=kind, n_trials=n_trials, generator=gen).var()) for m in projections]
+        theory = [hutchinson_variance(matrix, n_projections=m, kind=kind) for m in projections]
         table[kind] = (measured, theory)
         ax.plot(projections, theory, color=color, lw=1.5, label=f"{kind}: theory")
         ax.scatter(projections, measured, color=color, s=25, zorder=3, label=f"{kind}: measured")

@@ -27,13 +27,13 @@ from ..experiments.sweeps import SigmaSweep
 
 
 
-def _square_axes(ax, bounds):
+def _square_axes(ax, window):
     """Fixed limits, equal aspect and three ticks per axis (tick layout dominates drawing time)."""
-    ax.set_xlim(bounds[0], bounds[1])
-    ax.set_ylim(bounds[2], bounds[3])
+    ax.set_xlim(window[0], window[1])
+    ax.set_ylim(window[2], window[3])
     ax.set_aspect("equal")
-    ax.set_xticks([bounds[0], 0.5 * (bounds[0] + bounds[1]), bounds[1]])
-    ax.set_yticks([bounds[2], 0.5 * (bounds[2] + bounds[3]), bounds[3]])
+    ax.set_xticks([window[0], 0.5 * (window[0] + window[1]), window[1]])
+    ax.set_yticks([window[2], 0.5 * (window[2] + window[3]), window[3]])
 
 
 def sigma_sweep_view(sweep: SigmaSweep, sigma: float):
@@ -47,7 +47,7 @@ def sigma_sweep_view(sweep: SigmaSweep, sigma: float):
     s_k, g = sweep.sigmas[k], sweep.grids[k]
     fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.9))
     ax = axes[0]
-    extent = list(sweep.bounds)
+    extent = list(sweep.window)
     ax.imshow(g["noised_density"], origin="lower", extent=extent, cmap="viridis", interpolation="nearest")
     arrows = g["arrows"] / np.linalg.norm(g["arrows"], axis=1, keepdims=True).clip(1e-12)
     n = g["AX"].shape[0]
@@ -60,7 +60,7 @@ def sigma_sweep_view(sweep: SigmaSweep, sigma: float):
               vmin=0.0, vmax=common_max)
     ax.set_title("error vs true score: p |s_theta - grad log p|^2 / 2", fontsize=9)
     for ax in axes[:2]:
-        _square_axes(ax, sweep.bounds)
+        _square_axes(ax, sweep.window)
     ax = axes[2]
     ax.loglog(sweep.sigmas, sweep.fisher_to_true, "o-", label="learned vs TRUE data score")
     ax.loglog(sweep.sigmas, sweep.fisher_to_noised, "s-", label="learned vs noised score")
@@ -91,7 +91,7 @@ def sigma_sweep_panel(sweep: SigmaSweep):
     return interactive_panel(lambda sigma: sigma_sweep_view(sweep, sigma), {"sigma": slider})
 
 
-def tweedie_view(sweep: SigmaSweep, sigma: float, n_points: int = 400, seed: int = 0):
+def tweedie_view(sweep: SigmaSweep, sigma: float, *, n: int = 400, seed: int = 0):
     """Noise fresh points of p at the trained level nearest ``sigma`` and denoise them in one step.
 
     Left: clean points, noisy points, and arrows from each noisy point to its Tweedie estimate
@@ -100,9 +100,9 @@ def tweedie_view(sweep: SigmaSweep, sigma: float, n_points: int = 400, seed: int
     """
     k = sweep.nearest(sigma)
     s_k = sweep.sigmas[k]
-    n_points = checks.positive_int(n_points, "n_points")
+    n = checks.positive_int(n, "n")
     gen = torch.Generator().manual_seed(seed)
-    x = sweep.target.sample(n_points, generator=gen)
+    x = sweep.target.sample(n, generator=gen)
     x_noisy = x + s_k * torch.randn(x.shape, generator=gen)
     learned = tweedie_denoise(sweep.models[k], x_noisy, s_k)
     exact = tweedie_denoise(noised_distribution(sweep.target, s_k).score, x_noisy, s_k)
@@ -114,7 +114,7 @@ def tweedie_view(sweep: SigmaSweep, sigma: float, n_points: int = 400, seed: int
     d = (learned - x_noisy).numpy()
     ax.quiver(x_noisy[:, 0].numpy(), x_noisy[:, 1].numpy(), d[:, 0], d[:, 1], angles="xy", scale_units="xy",
               scale=1, width=0.003, color="tab:red", alpha=0.7, label="Tweedie step")
-    _square_axes(ax, sweep.bounds)
+    _square_axes(ax, sweep.window)
     ax.legend(fontsize=7, loc="upper right")
     ax.set_title(f"Tweedie denoising at sigma={s_k:.3g}", fontsize=9)
     text = (f"sigma = {float(sigma):.4g} (level {s_k:.3g}): MSE noisy {mse['noisy']:.4f} -> "

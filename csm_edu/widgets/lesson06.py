@@ -21,32 +21,32 @@ from ..distributions import GaussianMixture
 from ..metrics import grid_2d, mode_weights
 from .base import interactive_panel
 
-BOUNDS = (-8.0, 8.0, -8.0, 8.0)
+WINDOW = (-8.0, 8.0, -8.0, 8.0)
 
 
 def _score_callable(reference) -> Callable:
     return reference.score if hasattr(reference, "score") else reference
 
 
-def score_error_map(score_fn: Callable, reference, bounds: Sequence[float] = BOUNDS, n: int = 100):
-    """Squared error e(x) = |s(x) - s_ref(x)|^2 on an n x n grid: returns (X, Y, e) with e of shape (n, n).
+def score_error_map(score_fn: Callable, reference, *, window: Sequence[float] = WINDOW, resolution: int = 100):
+    """Squared error e(x) = |s(x) - s_ref(x)|^2 on an r x r grid (r = ``resolution``): returns (X, Y, e), e of shape (r, r).
 
     ``reference`` is a distribution (its ``.score`` is used) or a score callable.
     """
-    pts, X, Y, _ = grid_2d(bounds, n)
+    pts, X, Y, _ = grid_2d(window, resolution)
     with torch.no_grad():
         err = ((score_fn(pts) - _score_callable(reference)(pts)) ** 2).sum(1)
-    return X, Y, err.reshape(n, n)
+    return X, Y, err.reshape(X.shape)
 
 
-def error_where_data_are(score_fn: Callable, reference, density, bounds: Sequence[float] = BOUNDS,
-                         n: int = 100, high: float = 1e-2, low: float = 1e-5) -> Dict[str, float]:
+def error_where_data_are(score_fn: Callable, reference, density, *, window: Sequence[float] = WINDOW,
+                         resolution: int = 100, high: float = 1e-2, low: float = 1e-5) -> Dict[str, float]:
     """Mean squared score error over grid points where the density is high vs low.
 
     'high': points with p(x) > ``high`` * max p; 'low': points with p(x) < ``low`` * max p
-    (inside ``bounds``). The ratio low/high measures how much worse the score is away from data.
+    (inside ``window``). The ratio low/high measures how much worse the score is away from data.
     """
-    X, Y, err = score_error_map(score_fn, reference, bounds, n)
+    X, Y, err = score_error_map(score_fn, reference, window=window, resolution=resolution)
     pts = torch.stack([X.reshape(-1), Y.reshape(-1)], 1)
     with torch.no_grad():
         p = density.log_prob(pts).exp()
@@ -54,25 +54,25 @@ def error_where_data_are(score_fn: Callable, reference, density, bounds: Sequenc
     return {"high": float(err[p > high * p.max()].mean()), "low": float(err[p < low * p.max()].mean())}
 
 
-def plot_score_error(score_fn: Callable, reference, density=None, bounds: Sequence[float] = BOUNDS,
-                     n: int = 100, ax=None, title: Optional[str] = None, vmin: float = -3.0, vmax: float = 4.0):
+def plot_score_error(score_fn: Callable, reference, density=None, *, window: Sequence[float] = WINDOW,
+                     resolution: int = 100, ax=None, title: Optional[str] = None, vmin: float = -3.0, vmax: float = 4.0):
     """Heat map of log10 |s - s_ref|^2 with the contours of ``density`` (default: ``reference``)."""
     if ax is None:
         fig, ax = plt.subplots(figsize=(4.4, 4.0))
     fig = ax.figure
-    X, Y, err = score_error_map(score_fn, reference, bounds, n)
-    image = ax.imshow(torch.log10(err + 1e-12).numpy(), origin="lower", extent=list(bounds), cmap="magma",
+    X, Y, err = score_error_map(score_fn, reference, window=window, resolution=resolution)
+    image = ax.imshow(torch.log10(err + 1e-12).numpy(), origin="lower", extent=list(window), cmap="magma",
                       vmin=vmin, vmax=vmax, interpolation="nearest")
     density = density if density is not None else reference
     if hasattr(density, "log_prob"):
         with torch.no_grad():
-            logp = density.log_prob(torch.stack([X.reshape(-1), Y.reshape(-1)], 1)).reshape(n, n)
+            logp = density.log_prob(torch.stack([X.reshape(-1), Y.reshape(-1)], 1)).reshape(X.shape)
         levels = np.log(float(logp.exp().max())) + np.array([-9.0, -4.5, -1.0])
         ax.contour(X.numpy(), Y.numpy(), logp.numpy(), levels=levels, colors="white", linewidths=0.8,
                    linestyles="solid")
     fig.colorbar(image, ax=ax, fraction=0.046, label="log10 |s - s_ref|^2")
-    ax.set_xlim(bounds[0], bounds[1])
-    ax.set_ylim(bounds[2], bounds[3])
+    ax.set_xlim(window[0], window[1])
+    ax.set_ylim(window[2], window[3])
     ax.set_aspect("equal")
     if title:
         ax.set_title(title, fontsize=9)
@@ -96,18 +96,17 @@ def exact_noise_conditional_score(mixture: GaussianMixture) -> Callable:
     return score
 
 
-def uniform_start(n: int, bounds: Sequence[float] = BOUNDS, seed: int = 0) -> torch.Tensor:
-    """n starting points drawn uniformly from the box ``bounds`` (favours no mode)."""
-    g = torch.Generator().manual_seed(seed)
-    u = torch.rand(checks.positive_int(n, "n"), 2, generator=g)
-    lo = torch.tensor([bounds[0], bounds[2]])
-    hi = torch.tensor([bounds[1], bounds[3]])
+def uniform_start(n: int, *, window: Sequence[float] = WINDOW, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """n starting points drawn uniformly from the box ``window`` (favours no mode)."""
+    u = torch.rand(checks.positive_int(n, "n"), 2, generator=generator)
+    lo = torch.tensor([window[0], window[2]])
+    hi = torch.tensor([window[1], window[3]])
     return lo + u * (hi - lo)
 
 
-def annealed_samples(model, n_levels: int, sigma_max: float, steps_per_level: int, sigma_min: float = 0.1,
-                     n_samples: int = 400, step_ratio: float = 0.1, seed: int = 0,
-                     bounds: Sequence[float] = BOUNDS) -> torch.Tensor:
+def annealed_samples(model, *, n_levels: int, sigma_max: float, steps_per_level: int, sigma_min: float = 0.1,
+                     n: int = 400, step_ratio: float = 0.1, seed: int = 0,
+                     window: Sequence[float] = WINDOW) -> torch.Tensor:
     r"""Annealed Langevin from a uniform start with ``model(x, sigma)`` at geometric levels.
 
     The step at level sigma_i is alpha_i = step_ratio * sigma_i^2 (step_size = step_ratio *
@@ -116,17 +115,17 @@ def annealed_samples(model, n_levels: int, sigma_max: float, steps_per_level: in
     """
     sigmas = objectives.geometric_sigmas(sigma_max, min(sigma_min, sigma_max), n_levels)
     step_ratio = checks.positive(step_ratio, "step_ratio")
-    x0 = uniform_start(n_samples, bounds, seed)
-    return sampling.annealed_langevin(model, x0, sigmas, steps_per_level, step_size=step_ratio * float(sigmas[-1]) ** 2,
+    x0 = uniform_start(n, window=window, generator=torch.Generator().manual_seed(seed))
+    return sampling.annealed_langevin(model, x0, sigmas, steps_per_sigma=steps_per_level, step_size=step_ratio * float(sigmas[-1]) ** 2,
                                       generator=torch.Generator().manual_seed(seed + 1))
 
 
 def plot_samples_and_weights(samples_by_name: Dict[str, torch.Tensor], mixture: GaussianMixture,
-                             bounds: Sequence[float] = BOUNDS):
+                             window: Sequence[float] = WINDOW):
     """One scatter per sampler over the mixture's contours, and a bar chart of recovered weights."""
     names = list(samples_by_name)
     fig, axes = plt.subplots(1, len(names) + 1, figsize=(3.6 * (len(names) + 1), 3.5))
-    pts, X, Y, _ = grid_2d(bounds, 80)
+    pts, X, Y, _ = grid_2d(window, 80)
     with torch.no_grad():
         logp = mixture.log_prob(pts).reshape(80, 80).numpy()
     for ax, name in zip(axes, names):
@@ -134,11 +133,11 @@ def plot_samples_and_weights(samples_by_name: Dict[str, torch.Tensor], mixture: 
         ax.contour(X.numpy(), Y.numpy(), logp, levels=logp.max() + np.array([-6.0, -3.0, -1.0]), colors="gray",
                    linewidths=0.7, linestyles="solid")
         ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=3, alpha=0.5, color="tab:red", linewidths=0)
-        ax.set_xlim(bounds[0], bounds[1])
-        ax.set_ylim(bounds[2], bounds[3])
+        ax.set_xlim(window[0], window[1])
+        ax.set_ylim(window[2], window[3])
         ax.set_aspect("equal")
-        ax.set_xticks([bounds[0], 0, bounds[1]])
-        ax.set_yticks([bounds[2], 0, bounds[3]])
+        ax.set_xticks([window[0], 0, window[1]])
+        ax.set_yticks([window[2], 0, window[3]])
         ax.set_title(name, fontsize=9)
     ax = axes[-1]
     k = mixture.n_components
@@ -158,10 +157,11 @@ def plot_samples_and_weights(samples_by_name: Dict[str, torch.Tensor], mixture: 
 
 
 def annealed_view(model, mixture: GaussianMixture, n_levels: int, sigma_max: float, steps_per_level: int,
-                  sigma_min: float = 0.1, n_samples: int = 400, seed: int = 0):
+                  sigma_min: float = 0.1, n: int = 400, seed: int = 0):
     """Samples of annealed Langevin and their recovered weights; readout with the weight of mode 1."""
     start = time.perf_counter()
-    x = annealed_samples(model, n_levels, sigma_max, steps_per_level, sigma_min, n_samples, seed=seed)
+    x = annealed_samples(model, n_levels=n_levels, sigma_max=sigma_max, steps_per_level=steps_per_level,
+                         sigma_min=sigma_min, n=n, seed=seed)
     seconds = time.perf_counter() - start
     sigmas = objectives.geometric_sigmas(sigma_max, min(sigma_min, sigma_max), n_levels).tolist()
     title = f"{n_levels} levels, sigma {sigmas[0]:.3g} -> {sigmas[-1]:.3g}, {steps_per_level} steps/level"
@@ -173,7 +173,7 @@ def annealed_view(model, mixture: GaussianMixture, n_levels: int, sigma_max: flo
 
 
 def annealed_panel(model, mixture: GaussianMixture, sigma_min: float = 0.1, sigma_max_range=(0.5, 20.0),
-                   max_levels: int = 12, max_steps: int = 100, n_samples: int = 300):
+                   max_levels: int = 12, max_steps: int = 100, n: int = 300):
     """Sliders: number of levels, sigma_max (log scale), steps per level -> :func:`annealed_view`."""
     import ipywidgets as widgets
     lo, hi = (float(np.log10(v)) for v in sigma_max_range)
@@ -187,4 +187,4 @@ def annealed_panel(model, mixture: GaussianMixture, sigma_min: float = 0.1, sigm
     controls["n_levels"].continuous_update = False
     return interactive_panel(
         lambda n_levels, sigma_max, steps_per_level: annealed_view(
-            model, mixture, n_levels, sigma_max, steps_per_level, sigma_min, n_samples), controls)
+            model, mixture, n_levels=n_levels, sigma_max=sigma_max, steps_per_level=steps_per_level, sigma_min=sigma_min, n=n), controls)

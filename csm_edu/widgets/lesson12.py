@@ -34,11 +34,11 @@ def estimator_field_figure(fitted: Dict, name: str, n_samples: int, target=None,
     target = target or implicit_target()
     entry = fitted[key]
     fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.0))
-    viz.plot_score_field(target.score, bounds, n_arrows, ax=axes[0], log_prob_fn=target.log_prob,
+    viz.plot_score_field(target.score, window=bounds, resolution=n_arrows, ax=axes[0], log_prob_fn=target.log_prob,
                          title="true score")
-    viz.plot_score_field(entry["estimator"].score, bounds, n_arrows, ax=axes[1], log_prob_fn=target.log_prob,
+    viz.plot_score_field(entry["estimator"].score, window=bounds, resolution=n_arrows, ax=axes[1], log_prob_fn=target.log_prob,
                          color="orange", title=f"{name}, {n_samples} samples")
-    viz.plot_samples(entry["samples"][:400], ax=axes[1], bounds=bounds, s=3.0)
+    viz.plot_samples(entry["samples"][:400], ax=axes[1], window=bounds, s=3.0)
     fig.tight_layout()
     ratio = entry["fisher"] / entry["information"]
     readout = (f"{name} with {n_samples} samples: Fisher divergence {entry['fisher']:.3f} "

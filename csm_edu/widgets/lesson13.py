@@ -22,13 +22,13 @@ def default_sde(kind: str) -> diffusion.SDE:
     return diffusion.VESDE(0.01, 8.0) if kind == "VE" else diffusion.VPSDE(0.1, 20.0)
 
 
-def bounds_at(sde: diffusion.SDE, t: float, data_radius: float = 4.5) -> tuple:
+def window_at(sde: diffusion.SDE, t: float, data_radius: float = 4.5) -> tuple:
     """A square plotting window that holds p_t: half-width max(4.5, a(t) r + 3 s(t))."""
     half = max(4.5, float(sde.mean_coef(t)) * data_radius + 3 * float(sde.std(t)))
     return (-half, half, -half, half)
 
 
-def forward_noising_figure(kind: str = "VE", t: float = 0.3, n_samples: int = 600, toy: str = "mixture",
+def forward_noising_figure(kind: str = "VE", t: float = 0.3, n: int = 600, toy: str = "mixture",
                            seed: int = 0):
     """Left: the exact density of p_t for the toy mixture; right: data pushed to time t.
 
@@ -42,16 +42,16 @@ def forward_noising_figure(kind: str = "VE", t: float = 0.3, n_samples: int = 60
     target = toy_distribution(toy)
     if target is None:
         raise ValueError(f"toy set {toy!r} has no known density; use 'mixture' or 'grid'")
-    x0 = make_toy(toy, n_samples, seed=seed)
+    x0 = make_toy(toy, n, seed=seed)
     xt = sde.sample_marginal(x0, t, torch.Generator().manual_seed(seed))
     pt = diffusion.marginal_distribution(target, sde, t)
-    bounds = bounds_at(sde, t)
+    window = window_at(sde, t)
     fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.0))
-    viz.plot_density(pt.log_prob, bounds, n=150, ax=axes[0], title=f"{kind}: density of p_t, t = {t:.2f}")
-    viz.plot_samples(xt, ax=axes[1], bounds=bounds, s=4, alpha=0.6, title=f"x_t = a x_0 + s z  ({n_samples} points)")
+    viz.plot_density(pt.log_prob, window=window, resolution=150, ax=axes[0], title=f"{kind}: density of p_t, t = {t:.2f}")
+    viz.plot_samples(xt, ax=axes[1], window=window, s=4, alpha=0.6, title=f"x_t = a x_0 + s z  ({n} points)")
     fig.tight_layout()
     a, s = float(sde.mean_coef(t)), float(sde.std(t))
-    return fig, f"a(t) = {a:.3f}   s(t) = {s:.3f}   window = +-{bounds[1]:.1f}"
+    return fig, f"a(t) = {a:.3f}   s(t) = {s:.3f}   window = +-{window[1]:.1f}"
 
 
 def forward_noising_panel(toy: str = "mixture"):
@@ -80,11 +80,11 @@ def score_comparison_figure(score_fn: Callable, target, sde: diffusion.SDE, t: f
     with torch.no_grad():
         fisher = metrics.fisher_divergence(lambda y: score_fn(y, t), pt, x)
     scale = 0.5 * float((pt.score(x) ** 2).sum(1).mean())
-    bounds = bounds_at(sde, t)
+    window = window_at(sde, t)
     fig, ax = plt.subplots(figsize=(4.6, 4.4))
     with torch.no_grad():
-        viz.plot_score_field(pt.score, bounds, n=n_arrows, ax=ax, log_prob_fn=pt.log_prob, color="white")
-        viz.plot_score_field(lambda y: score_fn(y, t), bounds, n=n_arrows, ax=ax, color="tab:red",
+        viz.plot_score_field(pt.score, window=window, resolution=n_arrows, ax=ax, log_prob_fn=pt.log_prob, color="white")
+        viz.plot_score_field(lambda y: score_fn(y, t), window=window, resolution=n_arrows, ax=ax, color="tab:red",
                              title=f"t = {t:.2f}: true (white), learned (red)")
     return fig, f"s(t) = {float(sde.std(t)):.3f}   relative Fisher divergence = {fisher / scale:.3f}"
 
@@ -98,7 +98,7 @@ def score_comparison_panel(score_fn: Callable, target, sde: diffusion.SDE):
 
 
 def trajectory_frame_figure(trajectory: torch.Tensor, frame: int, times: Optional[Sequence[float]] = None,
-                            n_show: int = 30, bounds: Optional[Sequence[float]] = None,
+                            n_show: int = 30, window: Optional[Sequence[float]] = None,
                             reference: Optional[torch.Tensor] = None):
     """One animation frame of reverse trajectories: all points at ``frame`` (grey: the data,
     if ``reference`` is given), and the paths of ``n_show`` of them so far.
@@ -110,22 +110,22 @@ def trajectory_frame_figure(trajectory: torch.Tensor, frame: int, times: Optiona
     if traj.dim() != 3 or traj.shape[2] != 2:
         raise ValueError(f"trajectory must have shape (T, n, 2), got {tuple(traj.shape)}")
     frame = min(max(int(frame), 0), traj.shape[0] - 1)
-    if bounds is None:
+    if window is None:
         half = max(4.5, float(traj[frame].abs().quantile(0.99)) * 1.1)
-        bounds = (-half, half, -half, half)
+        window = (-half, half, -half, half)
     fig, ax = plt.subplots(figsize=(4.6, 4.4))
     if reference is not None:
-        viz.plot_samples(reference, ax=ax, bounds=bounds, s=3, alpha=0.25, color="grey")
-    viz.plot_samples(traj[frame], ax=ax, bounds=bounds, s=3, alpha=0.5, color="tab:blue")
+        viz.plot_samples(reference, ax=ax, window=window, s=3, alpha=0.25, color="grey")
+    viz.plot_samples(traj[frame], ax=ax, window=window, s=3, alpha=0.5, color="tab:blue")
     label = f"step {frame}/{traj.shape[0] - 1}" + (f", t = {float(times[frame]):.3f}" if times is not None else "")
-    viz.plot_trajectories(traj, ax=ax, n_show=n_show, bounds=bounds, upto=frame + 1, title=label)
+    viz.plot_trajectories(traj, ax=ax, n_show=n_show, window=window, upto=frame + 1, title=label)
     return fig
 
 
 def trajectory_player(trajectory: torch.Tensor, times: Optional[Sequence[float]] = None,
-                      reference: Optional[torch.Tensor] = None, bounds: Optional[Sequence[float]] = None,
+                      reference: Optional[torch.Tensor] = None, window: Optional[Sequence[float]] = None,
                       interval_ms: int = 400):
     """Play button and frame slider (linked) over :func:`trajectory_frame_figure`."""
     return animation_panel(
-        lambda frame: trajectory_frame_figure(trajectory, frame, times, bounds=bounds, reference=reference),
+        lambda frame: trajectory_frame_figure(trajectory, frame, times=times, window=window, reference=reference),
         int(torch.as_tensor(trajectory).shape[0]), interval_ms=interval_ms)
