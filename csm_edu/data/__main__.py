@@ -337,6 +337,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      help="celeba only: folder holding img_align_celeba.zip and list_eval_partition.txt")
     commands.add_parser("list", help="show which data sets are present")
     args = parser.parse_args(argv)
+    if args.command == "download" and args.source is not None and args.name != "celeba":
+        parser.error(f"--from applies to celeba only; `download {args.name}` fetches from the internet")
 
     cache = image_data.cache_dir()
     if args.command == "list":
