@@ -186,6 +186,23 @@ def test_atomic_write_without_fsync_is_still_all_or_nothing(tmp_path):
     assert target.read_bytes() == b"new"
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_atomic_write_gives_the_permissions_of_a_plain_open(tmp_path):
+    """mkstemp makes owner-only files; a cache shared by a class must stay readable to the group."""
+    old = os.umask(0o022)
+    try:
+        with files.atomic_write(tmp_path / "new.npz") as f:
+            np.savez_compressed(f, x=np.zeros(2))
+        assert (tmp_path / "new.npz").stat().st_mode & 0o777 == 0o644
+        (tmp_path / "kept.bin").write_bytes(b"old")
+        os.chmod(tmp_path / "kept.bin", 0o640)
+        with files.atomic_write(tmp_path / "kept.bin") as f:
+            f.write(b"new")
+        assert (tmp_path / "kept.bin").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+
+
 # ----------------------------------------------------------------------------- corrupt or foreign files
 
 def test_truncated_mnist_npz_names_the_file_and_the_fix(cache):
