@@ -373,6 +373,7 @@ def test_str_keyed_cifar_batch_is_read(tmp_path):
     (lambda: data.load_digits(test_fraction="0.2"), TypeError, "test_fraction must be a number"),
     (lambda: data.load_mnist(source="subset", root="/tmp"), ValueError, "root applies to the full set only"),
     (lambda: data.load_cifar10(root=3), TypeError, "root must be a folder path"),
+    (lambda: image_data.read_mnist_npz(image_data.SUBSET_PATH, ("validation",)), ValueError, "unknown split 'validation'"),
     (lambda: data.make_toy("mixture", 10, generator=np.random.default_rng(0)), TypeError, "generator must be a torch.Generator"),
     (lambda: data.make_toy(["mixture"], 10), TypeError, "toy set name must be a string"),
     (lambda: data.toy_distribution(3), TypeError, "toy set name must be a string"),

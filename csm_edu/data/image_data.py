@@ -397,13 +397,14 @@ def read_mnist_npz(path, splits: Sequence[str] = MNIST_SPLITS, *, fix: Optional[
     fix = fix or download_fix("mnist")
     if not path.exists():
         raise FileNotFoundError(f"MNIST file {path} not found; run `python -m csm_edu.data download mnist`")
+    for split in splits:
+        checks.one_of(split, "split", MNIST_SPLITS)
     arrays = {}
     try:
         with np.load(path, allow_pickle=False) as f:
             if not hasattr(f, "files"):
                 raise DataFileError(path, "holds a single array, expected an .npz archive of x_train, y_train, ...", fix)
             for split in splits:
-                checks.one_of(split, "split", MNIST_SPLITS)
                 if f"x_{split}" not in f.files or f"y_{split}" not in f.files:
                     raise DataFileError(path, f"has no {split!r} split (keys x_{split}, y_{split}); available: "
                                               f"{sorted(k[2:] for k in f.files if k.startswith('x_'))}", fix)
