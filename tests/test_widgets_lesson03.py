@@ -21,8 +21,8 @@ def recorded():
     true = data.toy_distribution("mixture")
     model = models.EnergyMLP(2, 32, 2)
     snaps, history = snapshots.train_with_snapshots(
-        model, lambda m, x: objectives.exact_score_matching(m.score, x), data.make_toy("mixture", 1000, seed=0),
-        true, data.make_toy("mixture", 500, seed=1), steps=200, n_snapshots=4, batch_size=128, lr=1e-2,
+        model, lambda m, x: objectives.exact_score_matching(m.score, x), data.make_toy("mixture", 1000, generator=torch.Generator().manual_seed(0)),
+        true, data.make_toy("mixture", 500, generator=torch.Generator().manual_seed(1)), steps=200, n_snapshots=4, batch_size=128, lr=1e-2,
         density_grid=40, quiver_grid=10)
     return snaps, history
 

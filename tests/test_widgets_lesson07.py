@@ -49,7 +49,7 @@ def test_bad_values_raise_and_the_panel_builds():
 
 
 def test_lesson_helpers_train_evaluate_and_draw():
-    x = data.make_toy("mixture", 200, seed=0)
+    x = data.make_toy("mixture", 200, generator=torch.Generator().manual_seed(0))
     models, histories = toy_density.train_lesson_models(x, steps=3, batch_size=64, hidden=8, n_components=2,
                                                      without_background=True, n_nodes=16)
     assert list(models) == ["AR-CSM", "AR-CSM, no background", "GaussianMADE", "MixtureMADE"]

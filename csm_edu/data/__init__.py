@@ -1,16 +1,17 @@
 """Data sets: 2-D toy sets generated on the fly and image sets loaded offline.
 
-``make_toy(name, n, seed)`` returns an ``(n, 2)`` float32 tensor. Names: see ``TOY_NAMES``.
+``make_toy(name, n, generator=...)`` returns an ``(n, 2)`` float32 tensor. Names: see ``TOY_NAMES``.
 The sets are scaled to lie roughly in [-4, 4]^2 so one plotting window fits them all.
 Image loaders live in :mod:`csm_edu.data.image_data` and are re-exported here when present.
 """
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 
 from .. import checks
 from .. import distributions as dist
+from .image_data import _fraction, _generator
 
 
 def _mixture(n, rng):
@@ -101,36 +102,58 @@ TOY_SETS: Dict[str, Callable] = {
 TOY_NAMES = tuple(TOY_SETS)
 
 
-def make_toy(name: str, n: int = 2000, seed: int = 0) -> torch.Tensor:
+def make_toy(name: str, n: int = 2000, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Draw ``n`` points of the 2-D toy set ``name`` as an ``(n, 2)`` float32 tensor.
 
+    ``generator`` (a CPU ``torch.Generator``; ``None`` draws from PyTorch's global RNG) seeds the
+    draw: one 63-bit integer is taken from it to seed NumPy's generator, so the same generator
+    state gives the same points and successive calls with one generator give fresh ones.
     ``mixture`` and ``grid`` are exact samples of :func:`csm_edu.distributions.ring_of_gaussians`
     (8 modes, radius 3, std 0.3) and ``grid_of_gaussians`` (3x3, spacing 2.5, std 0.3), so their
     true log density is known: see :func:`toy_distribution`.
     """
-    checks.one_of(name, "toy set name", TOY_NAMES)
+    _toy_name(name)
     n = checks.positive_int(n, "n")
-    rng = np.random.default_rng(seed)
-    return torch.as_tensor(TOY_SETS[name](n, rng), dtype=torch.float32)
+    seed = int(torch.randint(0, 2 ** 63 - 1, (), generator=_generator(generator)))
+    return torch.as_tensor(TOY_SETS[name](n, np.random.default_rng(seed)), dtype=torch.float32)
+
+
+def _toy_name(name) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"toy set name must be a string such as 'mixture', got {type(name).__name__}; "
+                        f"valid names: {', '.join(map(repr, TOY_NAMES))}")
+    return checks.one_of(name, "toy set name", TOY_NAMES)
 
 
 def toy_distribution(name: str):
     """The exact distribution behind a toy set, where one is known (else ``None``)."""
+    _toy_name(name)
     if name == "mixture":
         return dist.ring_of_gaussians(8, radius=3.0, std=0.3)
     if name == "grid":
         return dist.grid_of_gaussians(3, spacing=2.5, std=0.3)
-    checks.one_of(name, "toy set name", TOY_NAMES)
     return None
 
 
-def train_test_split(x: torch.Tensor, test_fraction: float = 0.2, seed: int = 0):
-    """Shuffle rows of ``x`` with ``seed`` and split them into (train, test)."""
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    n_test = max(1, int(round(len(x) * test_fraction)))
+def train_test_split(x: torch.Tensor, test_fraction: float = 0.2, *,
+                     generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Shuffle the rows of ``x`` (a permutation drawn with ``generator``) and split them into (train, test).
+
+    The test part has ``round(len(x) * test_fraction)`` rows; both parts need at least one row.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor with one row per point, got {type(x).__name__}; "
+                        f"convert it with torch.as_tensor(x)")
+    if x.dim() == 0:
+        raise ValueError("x must have one row per point, got a 0-dimensional tensor")
+    test_fraction = _fraction(test_fraction, "test_fraction")
+    n_test = int(round(len(x) * test_fraction))
+    if not 1 <= n_test <= len(x) - 1:
+        raise ValueError(f"test_fraction={test_fraction!r} of {len(x)} rows leaves {n_test} for the test part and "
+                         f"{len(x) - n_test} for training; both need at least one row (give x at least 2 rows "
+                         f"and a test_fraction between 1/len(x) and 1 - 1/len(x))")
+    perm = torch.randperm(len(x), generator=_generator(generator))
     return x[perm[n_test:]], x[perm[:n_test]]
 
 
-from .image_data import load_celeba, load_cifar10, load_digits, load_mnist  # noqa: E402,F401
+from .image_data import DataFileError, load_celeba, load_cifar10, load_digits, load_mnist  # noqa: E402,F401

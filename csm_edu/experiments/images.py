@@ -146,25 +146,26 @@ def load_integers(dataset: str, split: str = "train", n: Optional[int] = None, s
     dataset = checks.one_of(dataset, "dataset", DATASETS)
     levels = _IMAGE[dataset]["levels"]
     if dataset == "digits":
-        x, labels = image_data.load_digits(split, dequantize=False, scale="unit", seed=seed, n=n)
+        x, labels = image_data.load_digits(split, dequantize=False, scale="unit", n=n)
     elif dataset == "mnist":
-        x, labels = image_data.load_mnist(split, n=n, dequantize=False, scale="unit", seed=seed)
+        x, labels = image_data.load_mnist(split, n=n, dequantize=False, scale="unit")
     elif dataset == "cifar10":
-        x, labels = image_data.load_cifar10(split=split, n=n, dequantize=False, scale="unit", seed=seed)
+        x, labels = image_data.load_cifar10(split=split, n=n, dequantize=False, scale="unit")
     else:
-        x, labels = image_data.load_celeba(split=split, n=n, dequantize=False, scale="unit", seed=seed)
+        x, labels = image_data.load_celeba(split=split, n=n, dequantize=False, scale="unit")
     return torch.round(x * (levels - 1)).long(), labels
 
 
 def to_logit_space(k: torch.Tensor, levels: int, seed: int = 0) -> torch.Tensor:
     """Integers (n, ...) -> dequantised logit-space rows (n, D), lam = ``LOGIT_LAMBDA`` (module docstring)."""
-    z = image_data.preprocess(k, levels, dequantize=True, scale="logit", seed=seed, logit_lambda=LOGIT_LAMBDA)
+    z = image_data.preprocess(k, levels, dequantize=True, scale="logit", generator=torch.Generator().manual_seed(seed),
+                             logit_lambda=LOGIT_LAMBDA)
     return z.reshape(len(z), -1)
 
 
 def to_denoise_space(k: torch.Tensor, levels: int, seed: int = 0) -> torch.Tensor:
     """Integers (n, ...) -> dequantised rows (n, D) in the centred space [-1, 1] of the denoising experiments."""
-    x = image_data.preprocess(k, levels, dequantize=True, scale=DENOISE_SCALE, seed=seed)
+    x = image_data.preprocess(k, levels, dequantize=True, scale=DENOISE_SCALE, generator=torch.Generator().manual_seed(seed))
     return x.reshape(len(x), -1)
 
 
@@ -320,7 +321,7 @@ def model_bits_per_dim(model, k: torch.Tensor, levels: int, *, seed: int = 1, ch
         if _is_discrete(model, levels):
             out.append(-log_p / (x.shape[1] * math.log(2.0)))
         else:
-            out.append(image_data.bits_per_dim(log_p, x, "logit", levels, LOGIT_LAMBDA))
+            out.append(image_data.bits_per_dim(log_p, x, scale="logit", levels=levels, logit_lambda=LOGIT_LAMBDA))
     return torch.cat(out)
 
 

@@ -27,8 +27,8 @@ def digits_data(seed: int = 0):
     is normalised there by quadrature, so its test log-likelihood is that of a proper density.
     """
     from ..data import load_digits
-    train_x, _ = load_digits("train", scale="logit", logit_lambda=DIGITS_LOGIT_LAMBDA, seed=seed)
-    test_x, _ = load_digits("test", scale="logit", logit_lambda=DIGITS_LOGIT_LAMBDA, seed=seed)
+    train_x, _ = load_digits("train", scale="logit", logit_lambda=DIGITS_LOGIT_LAMBDA, generator=torch.Generator().manual_seed(seed))
+    test_x, _ = load_digits("test", scale="logit", logit_lambda=DIGITS_LOGIT_LAMBDA, generator=torch.Generator().manual_seed(seed))
     return train_x.reshape(len(train_x), -1), test_x.reshape(len(test_x), -1)
 
 

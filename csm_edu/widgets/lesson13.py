@@ -42,7 +42,7 @@ def forward_noising_figure(kind: str = "VE", t: float = 0.3, n: int = 600, toy: 
     target = toy_distribution(toy)
     if target is None:
         raise ValueError(f"toy set {toy!r} has no known density; use 'mixture' or 'grid'")
-    x0 = make_toy(toy, n, seed=seed)
+    x0 = make_toy(toy, n, generator=torch.Generator().manual_seed(seed))
     xt = sde.sample_marginal(x0, t, torch.Generator().manual_seed(seed))
     pt = diffusion.marginal_distribution(target, sde, t)
     window = window_at(sde, t)
