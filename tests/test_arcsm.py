@@ -358,3 +358,17 @@ def test_inverse_cdf_sampler_reproduces_a_correlated_gaussian_and_a_truncated_on
         sampling.autoregressive_inverse_cdf(model, 3, bounds=(1.0, 1.0))
     with pytest.raises(ValueError, match="n_nodes"):
         sampling.autoregressive_inverse_cdf(model, 3, bounds=(0.0, 1.0), n_nodes=1)
+
+
+def test_background_keeps_every_data_row_with_its_own_condition():
+    """With y, the data rows that stay keep their own y; each background draw takes the y of the row it replaced."""
+    model = _randomise(ARCSM(2, hidden=16, context_dim=4, head_hidden=8, cond_dim=3))
+    x = torch.randn(10, 2)
+    y = torch.randn(10, 3)
+    got = objectives.composite_score_matching(model, x, y, background=0.3, generator=torch.Generator().manual_seed(2))
+    z = torch.randn(3, 2, generator=torch.Generator().manual_seed(2))
+    mixed = torch.cat([x[3:], x.mean(0) + x.std(0).max() * z])
+    aligned = torch.cat([y[3:], y[:3]])
+    assert torch.allclose(got, objectives.composite_score_matching(model, mixed, aligned))
+    with pytest.raises(ValueError, match="rows"):
+        objectives.composite_score_matching(model, x, y[:4], background=0.3)
