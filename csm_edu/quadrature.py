@@ -47,15 +47,15 @@ def _log_tail(model, context, end, u_end, s_end, side):
     r"""log of the mass beyond ``end`` (relative to the reference point), one side (``side`` +1: above
     hi, -1: below lo): (m, D).
 
-    With the model's Gaussian envelope (``model.tail_bound``, e.g. ARCSM's: s(t) <= -(t - c) / v for
-    every t on the upper side), a bound: e^{u(end)} \int_{end}^\infty e^{-((t-c)^2 - (end-c)^2)/(2v)} dt
+    With the model's Gaussian envelope (``model.tail_bound(context, lo, hi)``, e.g. ARCSM's:
+    s(t) <= -(t - c) / v for every t beyond ``end`` on the upper side), a bound: e^{u(end)} \int_{end}^\infty e^{-((t-c)^2 - (end-c)^2)/(2v)} dt
     = e^{u(end)} \sqrt{\pi v / 2}\,\mathrm{erfcx}(z / \sqrt 2), z = (end - c)/\sqrt v. Otherwise an
     exponential extrapolation of the end's score, e^{u(end)} / |s(end)| (an upper bound when the
     score keeps decreasing beyond the box, i.e. log-concave tails), and +inf where the score at
     the end does not point back into the box.
     """
     if hasattr(model, "tail_bound"):
-        c_lo, c_hi, var = model.tail_bound(context)
+        c_lo, c_hi, var = model.tail_bound(context, end, end)
         z = (end - c_hi if side > 0 else c_lo - end) / var.sqrt()
         return u_end + 0.5 * torch.log(0.5 * math.pi * var) + torch.log(torch.special.erfcx(z / math.sqrt(2.0)))
     decay = -side * s_end

@@ -340,16 +340,17 @@ def test_closed_form_head_passes_gradcheck():
 
 
 def test_head_has_gaussian_tails_for_any_parameters():
-    """Beyond m + A (before m - A) the score is below -(t - m - A) / v (above -(t - m + A) / v): normalisable on R."""
+    """Beyond hi = 1 the score is below -(t - c_hi) / v, before lo = -1 above -(t - c_lo) / v: normalisable on R."""
     model = _randomise(ARCSM(3, hidden=16, context_dim=4, head_hidden=8, n_bumps=4), scale=2.0).double()
     x = torch.randn(4, 3, dtype=torch.float64)
     context = model.context(x)
-    lo, hi, var = (v.detach() for v in model.tail_bound(context))
+    lo, hi, var = (v.detach() for v in model.tail_bound(context, -1.0, 1.0))
     offsets = torch.tensor([0.0, 0.5, 3.0, 30.0, 300.0], dtype=torch.float64).view(-1, 1, 1)
     with torch.no_grad():
-        above = model.head(context.unsqueeze(0), hi + offsets)            # (5, 4, 3): t = hi + offset
-        below = model.head(context.unsqueeze(0), lo - offsets)
-    assert torch.all(above <= -offsets / var + 1e-9) and torch.all(below >= offsets / var - 1e-9)
+        t_above, t_below = torch.clamp(hi, min=1.0) + offsets, torch.clamp(lo, max=-1.0) - offsets   # (5, 4, 3)
+        above = model.head(context.unsqueeze(0), t_above)
+        below = model.head(context.unsqueeze(0), t_below)
+    assert torch.all(above <= -(t_above - hi) / var + 1e-9) and torch.all(below >= -(t_below - lo) / var - 1e-9)
     assert torch.all(above[-1] < 0) and torch.all(below[-1] > 0)
 
 

@@ -122,7 +122,7 @@ class ARCSM(AutoregressiveScoreModel):
     between neighbouring modes, and the slopes of the steps shape the local precision. Since
     |sum_k a_k tanh| <= A = sum_k |a_k|, the score is below -(x_d - m - A) / v for x_d > m + A and
     above -(x_d - m + A) / v for x_d < m - A: every conditional has Gaussian tails and is
-    normalisable on all of R, for any parameters (:meth:`tail_bound`); log v and log b are bounded
+    normalisable on all of R, for any parameters (:meth:`tail_bound` gives the envelopes); log v and log b are bounded
     smoothly by ``LOG_LIMIT`` so that this also holds in floating point. The derivative along x_d is
     elementwise (no matrix product depends on x_d), so :meth:`scores_and_diagonal` costs little more
     than the scores, and at many x_d for a fixed context (quadrature, samplers) the MLP runs once.
@@ -199,12 +199,19 @@ class ARCSM(AutoregressiveScoreModel):
         return _BumpHeadWithDiagonal.apply(self._head_raw(self.context(x, y)), x)
 
     @torch.no_grad()
-    def tail_bound(self, context: torch.Tensor, dims: Optional[torch.Tensor] = None):
-        r"""(m - A, m + A, v) per conditional, A = sum_k |a_k|: beyond m + A the score is below
-        -(t - m - A) / v (above -(t - m + A) / v before m - A), a Gaussian tail of variance v."""
-        m, log_v, a, _, _ = self.head_parameters(context, dims)
-        spread = a.abs().sum(-1)
-        return m - spread, m + spread, log_v.exp()
+    def tail_bound(self, context: torch.Tensor, lo, hi, dims: Optional[torch.Tensor] = None):
+        r"""Gaussian envelopes of the tails beyond [lo, hi]: (c_lo, c_hi, v), each of shape (..., D').
+
+        For t >= hi every step obeys a_k tanh(b_k (t - o_k)) <= max(a_k, a_k tanh(b_k (hi - o_k))), so
+        s_d(t) <= -(t - c_hi) / v with c_hi = m + sum_k max(a_k, a_k tanh(b_k (hi - o_k))); for t <= lo,
+        s_d(t) >= -(t - c_lo) / v with c_lo = m + sum_k min(-a_k, a_k tanh(b_k (lo - o_k))). Steps that
+        lie inside the box count with their sign, so opposite steps cancel in the bound too.
+        """
+        m, log_v, a, log_b, o = self.head_parameters(context, dims)
+        b = log_b.exp()
+        c_hi = m + torch.maximum(a, a * torch.tanh(b * (hi - o))).sum(-1)
+        c_lo = m + torch.minimum(-a, a * torch.tanh(b * (lo - o))).sum(-1)
+        return c_lo, c_hi, log_v.exp()
 
     def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.conditional_scores(x, y)
