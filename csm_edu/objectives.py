@@ -150,13 +150,15 @@ def composite_score_matching(model, x: torch.Tensor, y: Optional[torch.Tensor] =
 
     ``background`` = epsilon > 0 replaces that fraction of the batch by draws of a broad isotropic
     Gaussian b = N(batch mean, tau^2 I), tau = background_scale * (largest per-dimension batch
-    std), so the target becomes (1 - epsilon) p + epsilon b. Score matching cannot see the relative
+    std), so the target becomes (1 - epsilon) p + epsilon b. With a condition ``y`` every kept data
+    row keeps its own y and each background draw takes the y of the row it replaces, so the target
+    is (1 - epsilon) p(x | y) + epsilon b for every y. Score matching cannot see the relative
     weights of modes that are separated by regions without data (the Fisher divergence is an
-    expectation under p), nor what the score does where there is no data at all; the background
-    puts a little data everywhere it reaches, which makes the weights identifiable and keeps the
-    tails decaying, at a cost of at most about -log(1 - epsilon) nats of test log-likelihood.
-    Choose background_scale so that b covers the region where the model is used (e.g. the
-    quadrature bounds of :func:`csm_edu.quadrature.arcsm_log_prob`).
+    expectation under p); the background puts a little data in every gap it reaches, which makes
+    the weights identifiable, at a cost of at most about -log(1 - epsilon) nats of test
+    log-likelihood. It constrains the score only where b has mass (about tau * 4 around the
+    mean): beyond that the tails are the model's own (:class:`csm_edu.models.ARCSM` has a Gaussian
+    base score that makes every conditional normalisable on all of R).
     """
     x = checks.as_batch(x, "x")
     if not 0.0 <= float(background) < 1.0:
@@ -167,6 +169,11 @@ def composite_score_matching(model, x: torch.Tensor, y: Optional[torch.Tensor] =
         mean = x.mean(0).detach()
         tau = scale * (float(x.std(0).max().clamp_min(1e-3)) if x.shape[0] > 1 else 1.0)
         z = torch.randn(n_background, x.shape[1], generator=generator, dtype=x.dtype).to(x.device)
+        if y is not None:
+            if not isinstance(y, torch.Tensor) or y.dim() == 0 or y.shape[0] != x.shape[0]:
+                raise ValueError(f"y must have one row per row of x ({x.shape[0]} rows), got "
+                                 f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}")
+            y = torch.cat([y[n_background:], y[:n_background]])      # every row keeps its condition
         x = torch.cat([x[n_background:], mean + tau * z])
     s, diag = model.scores_and_diagonal(x, y)
     return (0.5 * s ** 2 + diag).sum(1).mean()

@@ -6,8 +6,13 @@ Taking the data point itself as the reference point of the integral of the score
 
 .. math:: \log q(x_d \mid x_{<d}) = -\log \int_{lo}^{hi} \exp\Bigl(\int_{x_d}^{t} s_d(\tau)\,d\tau\Bigr) dt ,
 
-and log q(x) = sum_d log q(x_d | x_<d). q is the model restricted (and normalised) to the box
-[lo, hi]^D, a proper density; choose ``bounds`` that hold the data with a margin.
+and log q(x) = sum_d log q(x_d | x_<d). The value is that of the model restricted (and normalised)
+to the box [lo, hi]^D; the error estimate includes what the restriction costs, log(1 + T / Z) per
+conditional, with T the mass outside [lo, hi] and Z the mass inside (``_log_tail``: a bound for
+models with a Gaussian envelope such as :class:`csm_edu.models.ARCSM`, else an exponential
+extrapolation of the score at the ends, infinite where the score does not point back into the
+box). So the estimate says when ``bounds`` are too narrow for the model, and the value agrees,
+within the estimates, on every box that holds the mass.
 
 Numerics, per conditional: the two pieces [x_d, hi] and [lo, x_d] each get M + 1 equally spaced
 nodes (M = ``n_nodes``). The inner integral u(t_j) = int_{x_d}^{t_j} s is the cumulative
@@ -15,7 +20,8 @@ trapezoid rule and the outer integral of exp(u) is the trapezoid rule, evaluated
 (no overflow). Both errors expand in even powers of the spacing h, so the same computation on
 every second node (spacing 2h) gives one Richardson step, L = (4 L_h - L_{2h}) / 3 (Romberg;
 for a single integral this is Simpson's rule), and the error estimate |L_h - L_{2h}| / 3 (the
-estimated error of L_h: a conservative bound for the extrapolated L when the score is resolved).
+estimated error of L_h: a conservative bound for the extrapolated L when the score is resolved),
+plus the tail term above.
 The context c_d does not depend on x_d, so the backbone runs once per row and only the head is
 evaluated at the 2(M + 1) nodes of each of the D conditionals, in chunks of rows.
 """
@@ -27,28 +33,56 @@ import torch
 from . import checks
 
 
-def _trapezoid_log_normaliser(s: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """log int exp(u) over one piece, u(t_j) = cumulative trapezoid of s (…, J, D) with spacing h (…, D)."""
+def _trapezoid_log_normaliser(s: torch.Tensor, h: torch.Tensor):
+    """log int exp(u) over one piece, u(t_j) = cumulative trapezoid of s (…, J, D) with spacing h (…, D),
+    and u at the piece's far end (…, D)."""
     u = torch.cumsum(0.5 * h.unsqueeze(-2) * (s[..., 1:, :] + s[..., :-1, :]), dim=-2)
     u = torch.cat([torch.zeros_like(s[..., :1, :]), u], dim=-2)           # u(x_d) = 0
     log_w = torch.zeros(s.shape[-2], dtype=s.dtype, device=s.device)
     log_w[0] = log_w[-1] = math.log(0.5)
-    return torch.logsumexp(u + log_w[:, None], dim=-2) + torch.log(h.abs())
+    return torch.logsumexp(u + log_w[:, None], dim=-2) + torch.log(h.abs()), u[..., -1, :]
 
 
-def _log_conditionals(model, context, x, lo, hi, n_nodes):
-    """Fine (spacing h) and coarse (2h) trapezoid values of log q(x_d | x_<d): two (m, D) tensors."""
+def _log_tail(model, context, end, u_end, s_end, side):
+    r"""log of the mass beyond ``end`` (relative to the reference point), one side (``side`` +1: above
+    hi, -1: below lo): (m, D).
+
+    With the model's Gaussian envelope (``model.tail_bound(context, lo, hi)``, e.g. ARCSM's:
+    s(t) <= -(t - c) / v for every t beyond ``end`` on the upper side), a bound: e^{u(end)} \int_{end}^\infty e^{-((t-c)^2 - (end-c)^2)/(2v)} dt
+    = e^{u(end)} \sqrt{\pi v / 2}\,\mathrm{erfcx}(z / \sqrt 2), z = (end - c)/\sqrt v. Otherwise an
+    exponential extrapolation of the end's score, e^{u(end)} / |s(end)| (an upper bound when the
+    score keeps decreasing beyond the box, i.e. log-concave tails), and +inf where the score at
+    the end does not point back into the box.
+    """
+    if hasattr(model, "tail_bound"):
+        c_lo, c_hi, var = model.tail_bound(context, end, end)
+        z = (end - c_hi if side > 0 else c_lo - end) / var.sqrt()
+        return u_end + 0.5 * torch.log(0.5 * math.pi * var) + torch.log(torch.special.erfcx(z / math.sqrt(2.0)))
+    decay = -side * s_end
+    return torch.where(decay > 0, u_end - torch.log(decay.clamp_min(1e-30)), torch.full_like(u_end, math.inf))
+
+
+def _log_conditionals(model, context, x, lo, hi, n_nodes, tails=False):
+    """Fine (spacing h) and coarse (2h) trapezoid values of log q(x_d | x_<d): two (m, D) tensors; with
+    ``tails`` also log(1 + outside mass / mass in the box), the error of restricting to the box."""
     tau = torch.linspace(0.0, 1.0, n_nodes + 1, dtype=x.dtype, device=x.device)[:, None]   # (J, 1)
     ctx = context.unsqueeze(1)                                                         # (m, 1, D, C)
-    fine, coarse = [], []
-    for end in (hi, lo):
+    fine, coarse, log_tails = [], [], []
+    for end, side in ((hi, 1.0), (lo, -1.0)):
         span = end - x                                                                 # (m, D), signed
         nodes = x.unsqueeze(1) + tau * span.unsqueeze(1)                               # (m, J, D)
         s = model.head(ctx, nodes)
         h = span / n_nodes
-        fine.append(_trapezoid_log_normaliser(s, h))
-        coarse.append(_trapezoid_log_normaliser(s[:, ::2], 2 * h))
-    return -torch.logaddexp(*fine), -torch.logaddexp(*coarse)
+        value, u_end = _trapezoid_log_normaliser(s, h)
+        fine.append(value)
+        coarse.append(_trapezoid_log_normaliser(s[:, ::2], 2 * h)[0])
+        if tails:
+            log_tails.append(_log_tail(model, context, torch.as_tensor(end).to(x), u_end, s[:, -1], side))
+    log_box = torch.logaddexp(*fine)
+    if not tails:
+        return -log_box, -torch.logaddexp(*coarse)
+    tail_error = torch.nn.functional.softplus(torch.logaddexp(*log_tails) - log_box)    # log(1 + T / Z)
+    return -log_box, -torch.logaddexp(*coarse), tail_error
 
 
 def arcsm_log_prob(model, x: torch.Tensor, bounds: Sequence[float] = (-6.0, 6.0), n_nodes: int = 256,
@@ -80,9 +114,9 @@ def arcsm_log_prob(model, x: torch.Tensor, bounds: Sequence[float] = (-6.0, 6.0)
     with torch.no_grad():
         context = model.context(x, y)
         for rows in torch.split(torch.arange(x.shape[0], device=x.device), chunk_size):
-            fine, coarse = _log_conditionals(model, context[rows], x[rows], lo, hi, n_nodes)
+            fine, coarse, tail = _log_conditionals(model, context[rows], x[rows], lo, hi, n_nodes, tails=True)
             values.append((4 * fine - coarse) / 3)
-            errors.append((fine - coarse).abs() / 3)
+            errors.append((fine - coarse).abs() / 3 + tail)
     value, error = torch.cat(values), torch.cat(errors)
     if not per_dim:
         value, error = value.sum(1), error.sum(1)

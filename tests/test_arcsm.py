@@ -71,7 +71,7 @@ def test_composite_score_matching_equals_brute_force_and_trains_parameters():
         brute += float((0.5 * s ** 2 + torch.diagonal(jac)).sum().detach()) / len(x)
     assert abs(float(loss.detach()) - brute) < 1e-10
     loss.backward()
-    assert model.head_x.grad is not None and model.head_x.grad.abs().sum() > 0
+    assert model.head_params.weight.grad is not None and model.head_params.weight.grad.abs().sum() > 0
     assert model.backbone.input_layer.weight.grad.abs().sum() > 0
 
 
@@ -313,12 +313,9 @@ def test_a_plugged_in_backbone_brings_its_order_and_a_wrong_shape_is_caught():
         ARCSM(3, context_dim=5, backbone=ResMADE(3, 4, hidden=8)).conditional_scores(torch.zeros(2, 3))
 
 
-@pytest.mark.parametrize("block_rows", [4096, 7])
-def test_closed_form_head_diagonal_matches_double_backward_in_values_and_gradients(block_rows, monkeypatch):
-    """ARCSM.scores_and_diagonal (hand-written forward mode + backward, in row blocks) == the generic autograd path."""
-    from csm_edu.models.arcsm import AutoregressiveScoreModel, _SiLUHeadWithDiagonal
-    monkeypatch.setattr(_SiLUHeadWithDiagonal, "cpu_block_rows", block_rows)   # 30 rows: one block, or 5 blocks
-    model = _randomise(ARCSM(6, hidden=16, context_dim=4, head_hidden=8, cond_dim=2).double())
+def test_closed_form_head_diagonal_matches_double_backward_in_values_and_gradients():
+    """ARCSM.scores_and_diagonal (closed-form derivative + hand-written backward) == the generic autograd path."""
+    model = _randomise(ARCSM(6, hidden=16, context_dim=4, head_hidden=8, cond_dim=2, n_bumps=3).double())
     x = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
     y = torch.randn(5, 2, dtype=torch.float64)
     weights = torch.rand(2, 5, 6, dtype=torch.float64)   # a loss that weights s and diag differently
@@ -335,11 +332,26 @@ def test_closed_form_head_diagonal_matches_double_backward_in_values_and_gradien
 
 
 def test_closed_form_head_passes_gradcheck():
-    from csm_edu.models.arcsm import _SiLUHeadWithDiagonal
+    from csm_edu.models.arcsm import _BumpHeadWithDiagonal
     gen = torch.Generator().manual_seed(0)
-    args = [torch.randn(shape, dtype=torch.float64, generator=gen).requires_grad_(True)
-            for shape in [(2, 3, 4), (4,), (4, 4), (4,), (4,), ()]]
-    assert torch.autograd.gradcheck(_SiLUHeadWithDiagonal.apply, args)
+    raw = torch.randn(2, 3, 3 * 4 + 2, dtype=torch.float64, generator=gen).requires_grad_(True)
+    x = (2 * torch.randn(2, 3, dtype=torch.float64, generator=gen)).requires_grad_(True)
+    assert torch.autograd.gradcheck(_BumpHeadWithDiagonal.apply, (raw, x))
+
+
+def test_head_has_gaussian_tails_for_any_parameters():
+    """Beyond hi = 1 the score is below -(t - c_hi) / v, before lo = -1 above -(t - c_lo) / v: normalisable on R."""
+    model = _randomise(ARCSM(3, hidden=16, context_dim=4, head_hidden=8, n_bumps=4), scale=2.0).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    context = model.context(x)
+    lo, hi, var = (v.detach() for v in model.tail_bound(context, -1.0, 1.0))
+    offsets = torch.tensor([0.0, 0.5, 3.0, 30.0, 300.0], dtype=torch.float64).view(-1, 1, 1)
+    with torch.no_grad():
+        t_above, t_below = torch.clamp(hi, min=1.0) + offsets, torch.clamp(lo, max=-1.0) - offsets   # (5, 4, 3)
+        above = model.head(context.unsqueeze(0), t_above)
+        below = model.head(context.unsqueeze(0), t_below)
+    assert torch.all(above <= -(t_above - hi) / var + 1e-9) and torch.all(below >= -(t_below - lo) / var - 1e-9)
+    assert torch.all(above[-1] < 0) and torch.all(below[-1] > 0)
 
 
 def test_inverse_cdf_sampler_reproduces_a_correlated_gaussian_and_a_truncated_one():
@@ -358,3 +370,17 @@ def test_inverse_cdf_sampler_reproduces_a_correlated_gaussian_and_a_truncated_on
         sampling.autoregressive_inverse_cdf(model, 3, bounds=(1.0, 1.0))
     with pytest.raises(ValueError, match="n_nodes"):
         sampling.autoregressive_inverse_cdf(model, 3, bounds=(0.0, 1.0), n_nodes=1)
+
+
+def test_background_keeps_every_data_row_with_its_own_condition():
+    """With y, the data rows that stay keep their own y; each background draw takes the y of the row it replaced."""
+    model = _randomise(ARCSM(2, hidden=16, context_dim=4, head_hidden=8, cond_dim=3))
+    x = torch.randn(10, 2)
+    y = torch.randn(10, 3)
+    got = objectives.composite_score_matching(model, x, y, background=0.3, generator=torch.Generator().manual_seed(2))
+    z = torch.randn(3, 2, generator=torch.Generator().manual_seed(2))
+    mixed = torch.cat([x[3:], x.mean(0) + x.std(0).max() * z])
+    aligned = torch.cat([y[3:], y[:3]])
+    assert torch.allclose(got, objectives.composite_score_matching(model, mixed, aligned))
+    with pytest.raises(ValueError, match="rows"):
+        objectives.composite_score_matching(model, x, y[:4], background=0.3)

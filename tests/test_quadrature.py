@@ -58,3 +58,48 @@ def test_bad_inputs_raise_value_error():
         arcsm_log_prob(model, x, n_nodes=63)
     with pytest.raises(ValueError, match="columns"):
         arcsm_log_prob(model, torch.zeros(3, 2))
+
+
+def test_a_box_too_narrow_for_the_mass_shows_in_the_error_estimate():
+    model = ExactConditionalScores(GAUSSIAN)
+    x = GAUSSIAN.sample(50, generator=torch.Generator().manual_seed(2)).double().clamp(-3.5, 3.5)
+    exact = GAUSSIAN.log_prob(x)
+    for half_width, nodes in [(3.5, 64), (5.0, 96), (9.0, 160), (15.0, 256)]:
+        value, error = arcsm_log_prob(model, x, bounds=(-half_width, half_width), n_nodes=nodes, return_error=True)
+        assert torch.all((value - exact).abs() <= error + 1e-4), half_width     # the estimate covers the cut mass
+    narrow = arcsm_log_prob(model, x, bounds=(-3.5, 3.5), n_nodes=64, return_error=True)[1]
+    assert narrow.mean() > 1e-2                                                  # and says the box is too narrow
+
+
+def _lesson_models():
+    """Every AR-CSM configuration a lesson trains (lessons 07/08 toy models, 09 stability, 10 images, 11 VAE)."""
+    from csm_edu.experiments import images
+    from csm_edu.score_estimators import CompositeScoreEstimator
+    digits = images.image_config("digits", "cpu_quick")
+    return {
+        "07 toy (hidden 64)": (lambda: ARCSM(2, hidden=64, head_hidden=64), None),
+        "08 aem study": (lambda: ARCSM(4, hidden=32, head_hidden=32), None),
+        "09 stability": (lambda: ARCSM(64, hidden=32, n_blocks=2, context_dim=16, head_hidden=32), None),
+        "10 images MADE": (lambda: images.make_arcsm("made", digits), None),
+        "10 images PixelCNN": (lambda: images.make_arcsm("pixelcnn", digits), None),
+        "11 VAE encoder score": (lambda: CompositeScoreEstimator(3, 2, hidden=16, context_dim=8, head_hidden=32).module, 2),
+    }
+
+
+@pytest.mark.parametrize("name", list(_lesson_models()))
+def test_the_likelihood_of_every_lesson_arcsm_does_not_depend_on_the_box(name):
+    """Normalisable on R by construction: equal within the error estimates on boxes of growing width, any weights."""
+    build, cond_dim = _lesson_models()[name]
+    torch.manual_seed(0)
+    model = build().double()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():                                      # far from the initialisation: any weights must do
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    x = torch.randn(4, model.dim, generator=g, dtype=torch.float64)
+    y = None if cond_dim is None else torch.randn(4, cond_dim, generator=g, dtype=torch.float64)
+    results = [arcsm_log_prob(model, x, bounds=(-w, w), n_nodes=n, return_error=True, y=y)
+               for w, n in [(6.0, 256), (12.0, 512), (24.0, 1024)]]
+    for (v1, e1), (v2, e2) in zip(results, results[1:]):
+        assert torch.all((v1 - v2).abs() <= e1 + e2 + 1e-6), name
+    assert torch.all(results[-1][1] < 0.05 * model.dim)        # and the widest box holds the mass
