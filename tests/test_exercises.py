@@ -247,8 +247,8 @@ def test_dsm_loss():
     expect_failure(check, lambda f, x, sg, e: (0.5 * ((f(x + sg * e) + e / sg) ** 2).sum(1)).mean(), "data constant")
     expect_failure(check, lambda f, x, sg, e: ((f(x + sg * e) ** 2).sum(1) + (f(x + sg * e) * e).sum(1) / sg).mean(),
                    "missing 1/2")
-    expect_failure(check, lambda f, x, sg, e: dsm_loss(f, x, sg, -e) if False else
-                   (0.5 * (f(x + sg * e) ** 2).sum(1) - (f(x + sg * e) * e).sum(1) / sg).mean(), "wrong sign")
+    expect_failure(check, lambda f, x, sg, e: (0.5 * (f(x + sg * e) ** 2).sum(1) - (f(x + sg * e) * e).sum(1) / sg).mean(),
+                   "wrong sign")
     expect_failure(check, lambda f, x, sg, e: (0.5 * (f(x) ** 2).sum(1) + (f(x) * e).sum(1) / sg).mean(), "clean x")
     expect_failure(check, lambda f, x, sg, e: (0.5 * (f(x + sg * e) ** 2).sum(1) + (f(x + sg * e) * e).sum(1) / sg ** 2).mean(),
                    "sigma^2")

@@ -81,12 +81,11 @@ def close(a, b, rtol: float = 1e-4, atol: float = 1e-5) -> bool:
     return a.shape == b.shape and bool(torch.allclose(a, b, rtol=rtol, atol=atol))
 
 
-def matching_variant(value, variants: Dict[str, float], rtol: float = 1e-4, atol: float = 1e-5) -> Optional[str]:
-    """The first key of ``variants`` whose value equals ``value``, else None (how a wrong answer is named)."""
-    for name, v in variants.items():
-        if close(value, v, rtol, atol):
-            return name
-    return None
+def fail_on_variant(exercise: str, value, variants, rtol: float = 1e-4, atol: float = 1e-5) -> None:
+    """Fail with the (problem, hint) of the first wrong version (expected value, problem, hint) that ``value`` equals."""
+    for expected, problem, hint in variants:
+        if close(value, expected, rtol, atol):
+            fail(exercise, problem, hint)
 
 
 def fit_coefficients(y: torch.Tensor, columns: Sequence[torch.Tensor]):
