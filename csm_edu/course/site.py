@@ -84,7 +84,6 @@ def landing_page(readme: Path, lessons: Sequence[str]) -> str:
     if not match:
         raise ValueError(f"{readme} has no '## Notebook map' section to use as the landing page")
     body = match.group(1)
-    body = re.sub(r"\[!\[Open in Colab\][^\n|]*?\)\]\([^)]*\)", "", body)  # no badges on the site
     for name in lessons:
         body = body.replace(f"`{name}`", f"[{name}]({name}.ipynb)")
     toctree = "\n".join(f"{name}.ipynb" for name in lessons)
