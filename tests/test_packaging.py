@@ -154,3 +154,22 @@ def test_wheel_installed_outside_the_checkout_runs_lessons_00_and_09(tmp_path):
         assert not errors, f"{name} failed from the wheel: {errors[0]}"
         text = json.dumps(nb)
         assert str(REPO / "csm_edu") not in text, f"{name} imported csm_edu from the checkout"
+
+
+def test_setup_notebook_applies_the_seaborn_theme_to_every_later_plot():
+    import matplotlib
+    import matplotlib.pyplot as plt
+    from csm_edu import viz
+
+    with matplotlib.rc_context():
+        matplotlib.rcParams["axes.spines.top"] = True
+        matplotlib.rcParams["axes.prop_cycle"] = matplotlib.cycler(color=["k"])
+        info = config.setup_notebook(seed=0)
+        assert info["seed"] == 0
+        assert matplotlib.rcParams["axes.spines.top"] is False
+        import seaborn as sns
+        expected = [matplotlib.colors.to_hex(c) for c in sns.color_palette(viz.THEME["palette"])]
+        fig, ax = plt.subplots()
+        line, = ax.plot([0, 1], [0, 1])
+        assert matplotlib.colors.to_hex(line.get_color()) == expected[0]
+        plt.close(fig)
