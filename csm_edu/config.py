@@ -1,7 +1,9 @@
 """Run-time settings shared by the library and the notebooks.
 
 ``QUICK`` is true when the environment variable ``CSM_EDU_QUICK=1``: notebooks and tests then
-shrink training steps and sizes so each lesson runs in about a minute on two CPU cores.
+shrink training steps and sizes so each lesson runs in about a minute on two CPU cores. Inside a
+running notebook, ``config.set_quick(True)`` (or ``config.setup_notebook(quick=True)``) switches
+it without restarting JupyterLab; library code reads ``config.QUICK`` at call time.
 """
 import contextlib
 import ctypes
@@ -9,11 +11,28 @@ import ctypes.util
 import os
 import platform
 import random
+from typing import Optional
 
 import numpy as np
 import torch
 
 QUICK: bool = os.environ.get("CSM_EDU_QUICK", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def set_quick(quick: bool = True) -> bool:
+    """Switch quick mode on or off for this process (and the processes it starts); return it.
+
+    Sets :data:`QUICK` and the environment variable ``CSM_EDU_QUICK``. Code that reads
+    ``config.QUICK`` after the call sees the new value; a module that copied the flag at import
+    (``from csm_edu.config import QUICK``) does not, so the kit never does that. Call it before
+    the cells that pick sizes, e.g. in the lesson's first code cell.
+    """
+    global QUICK
+    if not isinstance(quick, bool):
+        raise TypeError(f"quick must be True or False, got {quick!r}")
+    QUICK = quick
+    os.environ["CSM_EDU_QUICK"] = "1" if quick else "0"
+    return QUICK
 
 
 def device() -> torch.device:
@@ -57,17 +76,24 @@ def seeded(seed: int):
         yield
 
 
-def setup_notebook(seed: int = 0) -> dict:
+def setup_notebook(seed: int = 0, *, quick: Optional[bool] = None) -> dict:
     """One call at the top of every lesson: seed, pick threads and device, return a summary.
+
+    ``quick=True`` / ``False`` switches quick mode first (:func:`set_quick`); ``None`` keeps the
+    mode set by ``CSM_EDU_QUICK``.
 
     In quick mode PyTorch uses one thread (two threads collapsed 5-10x on a busy 2-core machine).
     Freed memory is kept by the allocator (:func:`keep_freed_memory`; CSM training steps ran
-    15-30% faster on Linux).
+    15-30% faster on Linux). Figures get the kit's seaborn theme (``viz.use_theme``).
     """
+    if quick is not None:
+        set_quick(quick)
     seed_everything(seed)
     if QUICK:
         torch.set_num_threads(1)
     kept = keep_freed_memory()
+    from . import viz  # plotting is imported only by notebooks, not by the library's core
+    viz.use_theme()
     return {"quick": QUICK, "device": str(device()), "threads": torch.get_num_threads(), "seed": seed,
             "freed_memory_kept": kept}
 

@@ -1,5 +1,8 @@
 """Plots used by the lessons. Every function takes ``ax=None`` (a new figure is made) and
 returns the matplotlib Figure, so a notebook cell can end with ``;`` or ``plt.show()``.
+
+Every lesson's figures share one seaborn theme, set by :func:`use_theme` (which
+``config.setup_notebook`` calls once at the top of each lesson).
 """
 import math
 from typing import Callable, Optional, Sequence
@@ -10,6 +13,23 @@ import torch
 
 from . import checks
 from .metrics import DEFAULT_WINDOW, grid_2d, grid_log_density
+
+THEME = dict(context="notebook", style="ticks", palette="colorblind",
+             rc={"axes.spines.top": False, "axes.spines.right": False, "figure.dpi": 100,
+                 "savefig.dpi": 100, "image.cmap": "viridis", "legend.frameon": False})
+
+
+def use_theme() -> dict:
+    """Apply the kit's seaborn theme to matplotlib's rcParams (all later figures); return it.
+
+    ``seaborn.set_theme`` with :data:`THEME`: notebook font sizes, light ticks without a grid (so
+    heat maps and image grids are not crossed by grid lines), top and right spines off, and the
+    colour-blind-safe palette for lines and sample clouds. Calling it again changes nothing.
+    """
+    import seaborn as sns
+
+    sns.set_theme(**THEME)
+    return dict(THEME)
 
 
 def _fig_ax(ax, figsize=(4.2, 4.0)):

@@ -55,7 +55,7 @@ CELEBA_FILES = {  # md5 as published with the data set (and used by torchvision)
 }
 OFFLINE_HINT = ("Check the internet connection (or proxy settings) and run the command again. "
                 "Meanwhile every lesson runs offline: MNIST falls back to the committed subset "
-                "data/mnist_subset.npz and the digits ship with scikit-learn.")
+                "(package data csm_edu/resources/mnist_subset.npz) and the digits ship with scikit-learn.")
 
 
 class FetchError(RuntimeError):

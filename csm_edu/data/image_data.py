@@ -20,8 +20,9 @@ int64 tensor ``(n,)``. The pixels go through one pipeline, :func:`preprocess`:
 :func:`bits_per_dim` turns a model's log density in ``z`` space into bits per dimension of the
 pixel integers, adding the log-determinant of the Jacobian of ``y -> z``.
 
-Where the files live: digits ship inside scikit-learn; a 5000/1000/1000 MNIST subset is committed
-as ``data/mnist_subset.npz``; full sets are fetched by ``python -m csm_edu.data download NAME``
+Where the files live: digits ship inside scikit-learn; a 5000/1000/1000 MNIST subset ships
+as package data (``csm_edu/resources/mnist_subset.npz``, read with :mod:`importlib.resources`);
+full sets are fetched by ``python -m csm_edu.data download NAME``
 into :func:`cache_dir` (``$CSM_EDU_DATA`` or ``~/.cache/csm_edu``). No loader ever downloads.
 
 Every file is checked as it is read (keys, shapes, dtypes, value ranges); a truncated, corrupt or
@@ -41,7 +42,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .. import checks
+from .. import checks, resources
 from ..files import atomic_write
 
 SCALES = ("unit", "centered", "logit")
@@ -52,7 +53,18 @@ CIFAR10_SPLITS = ("train", "test")
 CELEBA_SPLITS = ("train", "valid", "test")
 CELEBA_CROP = 140  # centre crop of the 178x218 aligned faces before resizing
 DIGITS_SPLIT_SEED = 0  # the digits train/test split is one fixed permutation (NumPy seed 0)
-SUBSET_PATH = Path(__file__).resolve().parents[2] / "data" / "mnist_subset.npz"
+SUBSET_NAME = "mnist_subset.npz"  # shipped in csm_edu.resources
+
+
+def _shipped_path(name: str) -> Path:
+    """The shipped file ``name`` (:func:`csm_edu.resources.path`), or where it belongs when this install lacks it."""
+    try:
+        return resources.path(name)
+    except FileNotFoundError:
+        return Path(resources.__file__).resolve().parent / name   # readers then say it is missing
+
+
+SUBSET_PATH = _shipped_path(SUBSET_NAME)
 
 _BELOW_ONE = 1.0 - 2.0 ** -24  # the largest float32 below 1
 _announced = set()  # messages printed once per process
@@ -74,7 +86,7 @@ def download_fix(name: str) -> str:
     return f"delete it and run `python -m csm_edu.data download {name}`"
 
 
-_SUBSET_FIX = ("restore it from the repository (git checkout -- data/mnist_subset.npz) or reinstall csm_edu; "
+_SUBSET_FIX = ("restore it from the repository (git checkout -- csm_edu/resources/mnist_subset.npz) or reinstall csm_edu; "
                "or run `python -m csm_edu.data download mnist` for the full set")
 
 
@@ -430,8 +442,8 @@ def load_mnist(split: str = "train", *, n: Optional[int] = None, dequantize: boo
     10000, ``test`` 10000 (the official 60000 training images = train + valid).
 
     ``source``: ``"full"`` reads ``<root>/mnist/mnist.npz`` (``root`` defaults to :func:`cache_dir`) written by
-    ``python -m csm_edu.data download mnist``; ``"subset"`` reads the committed
-    ``data/mnist_subset.npz`` (the first 5000 / 1000 / 1000 images of each split); ``"auto"`` takes
+    ``python -m csm_edu.data download mnist``; ``"subset"`` reads the shipped
+    package data ``mnist_subset.npz`` (the first 5000 / 1000 / 1000 images of each split); ``"auto"`` takes
     the full set if present, else the subset, and prints once which one it uses.
     """
     checks.one_of(split, "split", MNIST_SPLITS)
@@ -449,11 +461,8 @@ def load_mnist(split: str = "train", *, n: Optional[int] = None, dequantize: boo
         arrays = read_mnist_npz(full, (split,))
         hint = ""
     else:
-        if not SUBSET_PATH.exists():
-            raise FileNotFoundError(f"the committed MNIST subset {SUBSET_PATH} is missing (is this a full "
-                                    f"checkout of the repository?); or run `python -m csm_edu.data download mnist`")
         if source == "auto":
-            _announce("[csm_edu] MNIST: committed subset data/mnist_subset.npz (5000 train / 1000 valid / "
+            _announce("[csm_edu] MNIST: committed subset (package data csm_edu/resources/mnist_subset.npz, 5000 train / 1000 valid / "
                       "1000 test images); run `python -m csm_edu.data download mnist` for the full 50000/10000/10000")
         arrays = read_mnist_npz(SUBSET_PATH, (split,), fix=_SUBSET_FIX)
     k, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]

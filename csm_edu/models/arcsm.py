@@ -24,6 +24,7 @@ score matching needs D backward passes through the whole network.
 from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import checks

@@ -22,7 +22,10 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
+# Debian's Chromium by default; elsewhere point CSM_EDU_CHROMIUM at a Chromium or Chrome binary
+# (macOS: "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome"; Ubuntu's snap:
+# /snap/bin/chromium).
+CHROMIUM = Path(os.environ.get("CSM_EDU_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -56,7 +59,8 @@ def pytest_terminal_summary(terminalreporter):
 def browser_missing_reason():
     """Why the browser test cannot run here, or None when it can."""
     if not CHROMIUM.exists():
-        return f"{CHROMIUM} not found (install it: apt-get install -y chromium)"
+        return (f"{CHROMIUM} not found (install it: apt-get install -y chromium, or set CSM_EDU_CHROMIUM "
+                f"to a Chromium binary)")
     if importlib.util.find_spec("playwright") is None:
         return "playwright is not importable (pip install playwright; never `playwright install`)"
     return None

@@ -1,0 +1,90 @@
+"""Files shipped inside the package, so that a wheel installed anywhere runs every lesson.
+
+They are read with :mod:`importlib.resources`, never through paths relative to a checkout:
+
+- ``mnist_subset.npz``: the first 5000 / 1000 / 1000 MNIST images of each split (see
+  ``data/README.md`` of the repository for its source, licence and checksum);
+- ``results/scaling_cpu.csv``, ``results/stability_runs.csv``, ``results/stability_curves.csv``:
+  the committed CPU runs of ``benchmarks/bench_scaling.py`` and ``benchmarks/bench_stability.py``
+  that lesson 09 plots. The benchmark scripts write into ``benchmarks/results/``; a new run is
+  shipped by copying its CSVs here (``python -m csm_edu.resources update benchmarks/results/*.csv``).
+"""
+import atexit
+import contextlib
+import shutil
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import List
+
+_extracted = contextlib.ExitStack()  # files unpacked from a zipped install, removed at exit
+atexit.register(_extracted.close)
+
+
+def names() -> List[str]:
+    """Every shipped file, as a ``/``-separated name relative to the package (``results/...``)."""
+    found = []
+
+    def walk(node, prefix):
+        for child in node.iterdir():
+            if child.name.startswith(("_", ".")):
+                continue
+            if child.is_dir():
+                walk(child, f"{prefix}{child.name}/")
+            else:
+                found.append(prefix + child.name)
+
+    walk(resources.files(__name__), "")
+    return sorted(found)
+
+
+def path(name: str) -> Path:
+    """A filesystem path to the shipped file ``name`` (e.g. ``"results/scaling_cpu.csv"``).
+
+    From a normal install or a checkout this is the file inside the installed package; from a
+    zipped install the file is unpacked once to a temporary file that lives until the process ends.
+    Raises ``FileNotFoundError`` naming the shipped files when ``name`` is not one of them.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a file name such as 'results/scaling_cpu.csv', got {name!r}")
+    node = resources.files(__name__).joinpath(*name.split("/"))
+    if not node.is_file():
+        raise FileNotFoundError(f"{name!r} is not shipped with csm_edu; shipped files: {', '.join(names())} "
+                                f"(a reinstall restores them; new benchmark results are copied in with "
+                                f"`python -m csm_edu.resources update FILE.csv`)")
+    if isinstance(node, Path):
+        return node
+    return _extracted.enter_context(resources.as_file(node))
+
+
+def update(sources, *, folder: str = "results") -> List[Path]:
+    """Copy freshly written files (benchmark CSVs) into the package folder ``folder``; return the targets.
+
+    Run from a checkout, so the copies are committed with the package source.
+    """
+    target_dir = Path(str(resources.files(__name__))) / folder
+    if not target_dir.is_dir():
+        raise FileNotFoundError(f"{target_dir} is not a folder of the package source; run this from a "
+                                f"checkout of the repository (editable install)")
+    copied = []
+    for source in map(Path, sources):
+        if not source.is_file():
+            raise FileNotFoundError(f"source file {source} not found; run the benchmark script first")
+        target = target_dir / source.name
+        shutil.copyfile(source, target)
+        copied.append(target)
+    return copied
+
+
+def main(argv=None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["list"]:
+        for name in names():
+            print(f"{name:28s} {path(name)}")
+        return 0
+    if args[:1] == ["update"] and len(args) > 1:
+        for target in update(args[1:]):
+            print(f"copied to {target}")
+        return 0
+    print("usage: python -m csm_edu.resources list | update FILE.csv [FILE.csv ...]", file=sys.stderr)
+    return 2
