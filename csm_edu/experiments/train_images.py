@@ -27,20 +27,23 @@ every ``log_every`` steps), TensorBoard events when ``tensorboard`` is installed
 
 **Many processes.** Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the command joins
 the process group (nccl on CUDA, gloo on CPU) from torchrun's variables, uses ``cuda:LOCAL_RANK``
-on a GPU machine, and seeds each rank's global RNG with ``seed + rank`` (the dequantisation and
-objective noise then differ between ranks). Model initialisation uses ``seed`` on every rank, and
-the minibatch generator passed to ``fit`` is seeded with ``seed`` on every rank, so all ranks draw
-the same global batch and each trains on its own slice of it (``batch_size`` is the global batch);
-``fit`` routes the loss through a ``DistributedDataParallel`` module, so the gradients are averaged
-over ranks even for objectives that call ``model.scores_and_diagonal`` rather than ``forward``.
-With a noise-free loss (``dequantize=fixed`` and ``csm`` or ``mle``) K processes give the
-parameters of one process on the same global batch. The test set is split into chunks of
+on a GPU machine, and seeds each rank's global RNG with ``seed + rank``. Model initialisation uses
+``seed`` on every rank, and the minibatch generator passed to ``fit`` is seeded with ``seed`` on
+every rank, so all ranks draw the same global batch and each trains on its own slice of it
+(``batch_size`` is the global batch); ``fit`` routes the loss through a
+``DistributedDataParallel`` module, so the gradients are averaged over ranks even for objectives
+that call ``model.scores_and_diagonal`` rather than ``forward``, and draws the loss's noise
+(dequantisation, composite DSM) from a stream per rank. With a noise-free loss
+(``dequantize=fixed`` and ``csm`` or ``mle``) K processes give the parameters of one process on
+the same global batch; with noise they agree in distribution. A run resumes exactly on the
+number of processes that wrote its checkpoint. The test set is split into chunks of
 ``eval_batch_size`` images, chunk j dequantised with seed ``1 + j`` on whichever rank owns it, so
 the bits/dim summed over ranks equals the one-process number.
 
 **Speed paths** (each off by default): ``bf16=true`` runs the loss under ``torch.autocast`` in
 bfloat16, ``compile=true`` compiles the loss function with ``torch.compile``, ``channels_last=true``
-stores the PixelCNN's convolution weights channels-last.
+stores the PixelCNN's convolution weights channels-last. Compiled code draws other random numbers
+than eager code: a noisy loss (fresh dequantisation, composite DSM) agrees in distribution only.
 """
 import argparse
 import ast
