@@ -326,7 +326,8 @@ class _NetworkEstimator(ScoreEstimator):
             return self.loss(rows[:, :dim], None if y is None else rows[:, dim:])
         try:
             run = train.fit(self.module, loss_fn, data, steps=steps, batch_size=None, optimizer=self.optimizer,
-                            lr_decay=False, generator=self.generator, progress=False, device=z.device)
+                            lr_decay=False, generator=self.generator, progress=False, device=z.device,
+                            distributed=False)
         except FloatingPointError as err:
             raise FloatingPointError(f"{self.name} estimator {err} (now lr {self.lr:g})") from None
         self.loss_history.extend(run.loss)

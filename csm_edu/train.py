@@ -10,13 +10,14 @@ what the others needed (their own optimiser, per-step evaluations) enters throug
 
 Randomness: the minibatch indices come from ``generator``; so does the seed of the random stream
 that ``loss_fn`` and the model draw their noise from (projections, DSM noise, dropout), which
-``fit`` runs in a forked copy of PyTorch's global RNG (:func:`csm_edu.config.seeded`), so the
+``fit`` runs in a forked copy of PyTorch's global RNG (as :func:`csm_edu.config.seeded` does), so the
 caller's global stream is untouched and a run is reproducible from its generator alone.
 
 Checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`) are written atomically
 (:func:`csm_edu.files.atomic_write`) and read with ``weights_only=True``: they hold tensors,
 numbers and strings only, never code.
 """
+import contextlib
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -53,7 +54,7 @@ def _state_dict(module: torch.nn.Module) -> dict:
 
 def save_checkpoint(model: torch.nn.Module, path: Union[str, Path], *, optimizer=None, scheduler=None,
                     step: int = 0, generator: Optional[torch.Generator] = None,
-                    history: Optional[History] = None, loss_rng: Optional[torch.Tensor] = None) -> Path:
+                    history: Optional[History] = None, loss_rng=None) -> Path:
     """Write model weights (and, for resuming, the optimiser, scheduler, step, RNG states, History) to ``path``.
 
     The file appears whole or not at all: it is written to a temporary file in the same folder,
@@ -162,7 +163,7 @@ def resolve_device(device: Optional[Union[str, torch.device]] = None) -> torch.d
     return dev
 
 
-def _check_loss(loss, step: int) -> torch.Tensor:
+def _check_loss(loss, step: int, finite: bool = True) -> torch.Tensor:
     if not isinstance(loss, torch.Tensor):
         raise TypeError(f"loss_fn must return a torch tensor (a scalar with a gradient), got {type(loss).__name__}; "
                         "compute the loss with torch operations, not NumPy or float()")
@@ -172,9 +173,13 @@ def _check_loss(loss, step: int) -> torch.Tensor:
     if not loss.requires_grad:
         raise ValueError("loss_fn returned a tensor without a gradient (computed under torch.no_grad(), from "
                          ".detach()ed values or not from the model's parameters); return the differentiable loss")
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr or set clip_grad=1.0")
+    if finite and not torch.isfinite(loss):
+        _diverged(loss.item(), step)
     return loss.reshape(())
+
+
+def _diverged(value: float, step: int):
+    raise FloatingPointError(f"loss became {value} at step {step}; lower lr or set clip_grad=1.0")
 
 
 def _is_shape_error(err: Exception) -> bool:
@@ -196,6 +201,63 @@ def _build(obj, arg, default, kind):
     raise TypeError(f"expected a {kind.__name__} or a function building one, got {type(obj).__name__}")
 
 
+def _rng_state(dev: torch.device) -> dict:
+    """The global RNG stream(s) a loss draws from on ``dev``: the CPU one, and the GPU's on CUDA."""
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}
+
+
+@contextlib.contextmanager
+def _loss_stream(seed: int, dev: torch.device):
+    """Run a block with the global RNG (CPU, and ``dev``'s if CUDA) in a forked copy started from ``seed``.
+
+    The same as :func:`csm_edu.config.seeded` for the streams a loss on ``dev`` uses, built from
+    the state of a freshly seeded local generator instead of ``torch.manual_seed`` (which also
+    schedules seeding for every accelerator and costs milliseconds: too much per call for a fit
+    nested in every step of another, such as a score estimator's inside the VAE's). The caller's
+    streams are restored afterwards.
+    """
+    devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.set_rng_state(torch.Generator().manual_seed(seed).get_state())
+        if devices:
+            torch.cuda.set_rng_state(torch.Generator(device=dev).manual_seed(seed).get_state(), dev)
+        yield
+
+
+def _set_rng_state(state: dict, dev: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state.get("cuda") is not None and dev.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], dev)
+
+
+# ----------------------------------------------------------------------------- distributed
+
+def _distributed() -> tuple:
+    """(rank, world size) of an initialised torch.distributed process group, else (0, 1)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _LossModule(torch.nn.Module):
+    """``forward(batch) = loss_fn(model, batch)``: the module DDP wraps, so that its forward sees the loss.
+
+    DistributedDataParallel prepares its gradient all-reduce in ``forward``; losses that call
+    other methods of the model (``score``, ``scores_and_diagonal``, ``loss``) would bypass it if
+    the model itself were wrapped. Routing the whole loss through this forward makes every
+    parameter gradient of the loss go through DDP's reducer, whatever the loss calls.
+    """
+
+    def __init__(self, model: torch.nn.Module, loss_fn: Callable):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch):
+        return self.loss_fn(self.model, batch)
+
+
 # ----------------------------------------------------------------------------- the loop
 
 def fit(model: torch.nn.Module, loss_fn: Callable, data: torch.Tensor, *, steps: int,
@@ -204,7 +266,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, data: torch.Tensor, *, steps:
         callbacks: Iterable[Callable] = (), generator: Optional[torch.Generator] = None,
         checkpoint: Optional[Union[str, Path]] = None, checkpoint_every: Optional[int] = None,
         resume: bool = False, progress: bool = True, device: Optional[Union[str, torch.device]] = None,
-        history: Optional[History] = None) -> History:
+        history: Optional[History] = None, distributed: Optional[bool] = None) -> History:
     r"""Train ``model`` for ``steps`` optimiser steps of ``loss_fn`` on minibatches of ``data``.
 
     Each step draws ``batch_size`` row indices uniformly with replacement from ``generator``
@@ -224,7 +286,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, data: torch.Tensor, *, steps:
     - ``generator``: the source of all randomness (default ``torch.Generator().manual_seed(0)``,
       so a run is reproducible). Minibatch indices are drawn from it; ``loss_fn`` and the model
       draw their noise from PyTorch's global RNG, which ``fit`` runs in a forked copy seeded
-      once from ``generator`` (:func:`csm_edu.config.seeded`): the caller's global stream is
+      once from ``generator`` (as :func:`csm_edu.config.seeded` does): the caller's global stream is
       left untouched and nothing is reseeded globally.
     - ``checkpoint``: a file path, checked writable before training starts. The full training
       state (weights, optimiser and scheduler state, step, both RNG states, History) is written
@@ -237,6 +299,37 @@ def fit(model: torch.nn.Module, loss_fn: Callable, data: torch.Tensor, *, steps:
     - ``history`` continues an earlier History (appends to it); with ``resume`` the
       checkpoint's History is continued instead.
     - ``progress`` shows a tqdm bar with the current loss.
+
+    Distributed (``torch.distributed`` initialised before the call, e.g. under ``torchrun``, and
+    ``distributed`` not False; ``distributed=False`` trains on this process alone, as a fit
+    nested inside another fit's loss must, e.g. a score estimator inside the VAE's; the
+    same call on every rank, with the same ``data``, ``steps``, ``batch_size`` and an equally
+    seeded ``generator`` (the default is)):
+
+    - ``batch_size`` is the GLOBAL batch B. Every rank draws the same B indices from its
+      (identical) generator and keeps its own contiguous slice, ``torch.tensor_split(idx, K)[rank]``
+      (sizes differ by at most one; B >= K is required); no DistributedSampler is needed.
+    - The loss goes through a DistributedDataParallel wrapper of a module whose
+      ``forward(batch)`` returns ``loss_fn(model, batch)``, so DDP all-reduces the gradients even
+      when the loss calls ``model.score`` or ``model.scores_and_diagonal`` rather than
+      ``forward``. ``loss_fn`` must return the MEAN over its batch rows; rank r's loss L_r over
+      its n_r rows is scaled by K n_r / B before ``backward``, so that DDP's average of the
+      gradients is the gradient of (1/B) sum_r n_r L_r, the mean loss over the global batch: K
+      processes take the step one process takes on the same B rows (to float rounding), also
+      for slices of unequal size. Parameters the loss does not use (an energy's output bias under
+      a score loss) are found each step (``find_unused_parameters=True``) and keep no gradient,
+      as in one process. DDP broadcasts rank 0's weights at the start.
+    - The loss recorded in ``history`` (on every rank) and shown is the all-reduced global mean;
+      a non-finite global loss stops all ranks together.
+    - Noise inside ``loss_fn`` comes from a per-rank stream (seeded from the generator plus the
+      rank), so noisy losses match a one-process run in distribution, not bit for bit.
+    - The progress bar is shown and checkpoints are written by rank 0 only (holding every
+      rank's noise stream), the others wait at a barrier; on ``resume`` every rank reads the
+      checkpoint (it must be on a file system all ranks see) and the run continues exactly when
+      resumed with the same number of processes.
+    - Callbacks run on every rank (use ``torch.distributed.get_rank()`` to restrict them).
+    - Backends: gloo with CPU tensors, nccl with CUDA tensors; on CUDA call
+      ``torch.cuda.set_device(local_rank)`` first (``device='cuda'`` then means that GPU).
 
     Bad input raises ValueError/TypeError naming it: empty or non-finite ``data``, ``data`` whose
     width does not fit the model, a device that does not exist here, a ``loss_fn`` returning a
@@ -275,6 +368,20 @@ def fit(model: torch.nn.Module, loss_fn: Callable, data: torch.Tensor, *, steps:
     elif not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     dev = resolve_device(device)
+    rank, world = _distributed() if distributed is not False else (0, 1)
+    if distributed and world == 1 and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        raise ValueError("distributed=True needs torch.distributed.init_process_group(...) first (e.g. run under torchrun)")
+    if world > 1:
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        backend = str(torch.distributed.get_backend())
+        if backend == "nccl" and dev.type != "cuda":
+            raise ValueError(f"device {str(dev)!r} with the nccl backend: nccl needs CUDA tensors; "
+                             "use device='cuda' or the gloo backend on CPU")
+        global_batch = data.shape[0] if batch_size is None else min(batch_size, data.shape[0])
+        if global_batch < world:
+            raise ValueError(f"batch_size {global_batch} is the global batch and must be >= the number of "
+                             f"processes ({world}); raise batch_size")
 
     model.to(dev)
     data = data.to(dev)
@@ -300,6 +407,10 @@ def fit(model: torch.nn.Module, loss_fn: Callable, data: torch.Tensor, *, steps:
             scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
         loss_rng, done = state["loss_rng"], state["step"]
+        if isinstance(loss_rng, list):                  # written by a distributed run: one stream per rank
+            loss_rng = loss_rng[rank] if len(loss_rng) == world else None
+        elif world > 1:
+            loss_rng = None
         if done > steps:
             raise ValueError(f"checkpoint {str(checkpoint)!r} is at step {done}, beyond steps={steps}; "
                              "raise steps or start over with resume=False")
@@ -307,35 +418,61 @@ def fit(model: torch.nn.Module, loss_fn: Callable, data: torch.Tensor, *, steps:
             history = History(**state["history"])
 
     n = data.shape[0]
-    bar = tqdm(total=steps, initial=done, disable=not progress, leave=False, mininterval=0.5)
+    show = progress and rank == 0
+    bar = tqdm(total=steps, initial=done, leave=False, mininterval=0.5) if show else None
     model.train()
-    with config.seeded(loss_seed % (2 ** 62)):
+    forward = None
+    if world > 1:
+        forward = torch.nn.parallel.DistributedDataParallel(
+            _LossModule(model, loss_fn), device_ids=[dev.index] if dev.type == "cuda" else None,
+            find_unused_parameters=True)    # e.g. an energy's output bias: no gradient from a score loss
+    with _loss_stream((loss_seed + rank) % (2 ** 62), dev):
         if loss_rng is not None:
-            torch.set_rng_state(loss_rng)
+            _set_rng_state(loss_rng, dev)
 
         def save(step):
-            save_checkpoint(model, checkpoint, optimizer=optimizer, scheduler=scheduler, step=step,
-                            generator=generator, history=history, loss_rng=torch.get_rng_state())
+            rng = _rng_state(dev)
+            if world > 1:
+                states = [None] * world
+                torch.distributed.all_gather_object(states, rng)
+                rng = states
+            if rank == 0:
+                save_checkpoint(model, checkpoint, optimizer=optimizer, scheduler=scheduler, step=step,
+                                generator=generator, history=history, loss_rng=rng)
+            if world > 1:
+                torch.distributed.barrier()
 
         try:
             for step in range(done + 1, steps + 1):
                 t0 = time.perf_counter()
                 if batch_size is None:
-                    batch = data
+                    idx = None if world == 1 else torch.arange(n)
                 else:
                     idx = torch.randint(0, n, (min(batch_size, n),), generator=generator)
-                    batch = data[idx.to(dev)]
+                if world > 1:
+                    share = len(idx)
+                    idx = torch.tensor_split(idx, world)[rank]
+                batch = data if idx is None else data[idx.to(dev)]
                 try:
-                    loss = loss_fn(model, batch)
+                    loss = loss_fn(model, batch) if forward is None else forward(batch)
                 except (RuntimeError, ValueError) as err:
                     if step == done + 1 and _is_shape_error(err) and not str(err).startswith("data "):
                         raise ValueError(f"data of shape {tuple(data.shape)} does not fit the model "
                                          f"({type(model).__name__}): {err}. Give data of the shape the model "
                                          "was built for") from err
                     raise
-                loss = _check_loss(loss, step)
+                loss = _check_loss(loss, step, finite=world == 1)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if world > 1:
+                    part = len(idx) / share                     # n_r / B
+                    total = loss.detach() * part
+                    torch.distributed.all_reduce(total)          # the global batch's mean loss
+                    if not torch.isfinite(total):
+                        _diverged(total.item(), step)
+                    (loss * (world * part)).backward()           # DDP averages: grad of the global mean
+                    loss = total
+                else:
+                    loss.backward()
                 if clip_grad is not None:
                     torch.nn.utils.clip_grad_norm_(params, clip_grad)
                 optimizer.step()
@@ -345,9 +482,10 @@ def fit(model: torch.nn.Module, loss_fn: Callable, data: torch.Tensor, *, steps:
                 history.loss.append(value)
                 history.steps += 1
                 history.seconds += time.perf_counter() - t0
-                bar.update(1)
-                if progress and (step % 20 == 0 or step == steps):
-                    bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+                if bar is not None:
+                    bar.update(1)
+                    if step % 20 == 0 or step == steps or step == done + 1:
+                        bar.set_postfix(loss=f"{value:.4f}", refresh=False)
                 for cb in callbacks:
                     cb(step, model, history)
                 if callbacks:
@@ -357,6 +495,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, data: torch.Tensor, *, steps:
             if checkpoint is not None and (checkpoint_every is None or steps % checkpoint_every != 0 or done == steps):
                 save(steps)
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
     model.eval()
     return history
