@@ -3,7 +3,7 @@ import math
 import time
 from typing import Callable, Dict, List, Sequence
 import torch
-from .. import checks
+from .. import checks, config
 from ..models import EnergyMLP
 
 
@@ -37,23 +37,23 @@ def measure_grid_cost(measured_dims: Sequence[int] = (1, 2, 3, 4), k: int = 20,
     measured_dims = [checks.positive_int(d, "measured_dims") for d in measured_dims]
     if not measured_dims:
         raise ValueError("measured_dims is empty: give at least one dimension to time, e.g. (1, 2, 3)")
-    torch.manual_seed(seed)
-    rows = []
-    for dim in measured_dims:
-        model = EnergyMLP(dim, hidden=hidden)
-        _time_energy_on_grid(model.energy, dim, min(k, 4), chunk)       # warm-up
-        seconds = _time_energy_on_grid(model.energy, dim, k, chunk)
-        rows.append({"dim": dim, "points": k ** dim, "seconds": seconds,
-                     "memory_bytes": 4 * (dim + 1) * k ** dim, "measured": True})
-    per_point = rows[-1]["seconds"] / rows[-1]["points"]
-    for dim in extrapolate_to:
-        dim = checks.positive_int(dim, "extrapolate_to")
-        if dim in measured_dims:
-            continue
-        if dim * math.log10(k) > 300:
-            raise ValueError(f"extrapolate_to={dim}: k^D = {k}^{dim} overflows a float; "
-                             f"use D <= {int(300 / math.log10(k))}")
-        points = float(k) ** dim
-        rows.append({"dim": dim, "points": points, "seconds": per_point * points,
-                     "memory_bytes": 4 * (dim + 1) * points, "measured": False})
-    return rows
+    with config.seeded(seed):
+        rows = []
+        for dim in measured_dims:
+            model = EnergyMLP(dim, hidden=hidden)
+            _time_energy_on_grid(model.energy, dim, min(k, 4), chunk)       # warm-up
+            seconds = _time_energy_on_grid(model.energy, dim, k, chunk)
+            rows.append({"dim": dim, "points": k ** dim, "seconds": seconds,
+                         "memory_bytes": 4 * (dim + 1) * k ** dim, "measured": True})
+        per_point = rows[-1]["seconds"] / rows[-1]["points"]
+        for dim in extrapolate_to:
+            dim = checks.positive_int(dim, "extrapolate_to")
+            if dim in measured_dims:
+                continue
+            if dim * math.log10(k) > 300:
+                raise ValueError(f"extrapolate_to={dim}: k^D = {k}^{dim} overflows a float; "
+                                 f"use D <= {int(300 / math.log10(k))}")
+            points = float(k) ** dim
+            rows.append({"dim": dim, "points": points, "seconds": per_point * points,
+                         "memory_bytes": 4 * (dim + 1) * points, "measured": False})
+        return rows

@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from .. import checks, objectives
+from .. import checks, config, objectives
 from ..models import ARCSM
 from .scaling import objective_fns
 
@@ -66,20 +66,20 @@ def stability_study(names: Optional[Sequence[str]] = None, seeds: Sequence[int] 
     for name in names:
         for lr in lrs:
             for seed in seeds:
-                torch.manual_seed(seed)
-                model = ARCSM(train_x.shape[1], hidden=hidden, n_blocks=2, context_dim=16, head_hidden=32)
-                history = History()
-                start = time.perf_counter()
-                try:
-                    fit(model, fns[name], train_x, steps=n_steps, batch_size=batch_size, lr=lr,
-                        generator=torch.Generator().manual_seed(seed), device="cpu", history=history)
-                    bpd = digits_bits_per_dim(model, test_x)
-                except (FloatingPointError, ValueError):
-                    bpd = float("nan")
-                runs.append(dict(objective=name, lr=lr, seed=seed, loss=history.loss, bits_per_dim=bpd,
-                                 seconds=time.perf_counter() - start))
-                if progress:
-                    progress(f"{name:16s} lr={lr:g} seed={seed}: {bpd:.3f} bits/dim ({runs[-1]['seconds']:.0f} s)")
+                with config.seeded(seed):
+                    model = ARCSM(train_x.shape[1], hidden=hidden, n_blocks=2, context_dim=16, head_hidden=32)
+                    history = History()
+                    start = time.perf_counter()
+                    try:
+                        fit(model, fns[name], train_x, steps=n_steps, batch_size=batch_size, lr=lr,
+                            generator=torch.Generator().manual_seed(seed), device="cpu", history=history)
+                        bpd = digits_bits_per_dim(model, test_x)
+                    except (FloatingPointError, ValueError):
+                        bpd = float("nan")
+                    runs.append(dict(objective=name, lr=lr, seed=seed, loss=history.loss, bits_per_dim=bpd,
+                                     seconds=time.perf_counter() - start))
+                    if progress:
+                        progress(f"{name:16s} lr={lr:g} seed={seed}: {bpd:.3f} bits/dim ({runs[-1]['seconds']:.0f} s)")
     return runs
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import List, Sequence
 import numpy as np
 import torch
-from .. import checks, objectives, train
+from .. import checks, config, objectives, train
 from ..denoise import noised_distribution
 from ..distributions import GaussianMixture
 from ..metrics import fisher_divergence, grid_2d
@@ -83,24 +83,24 @@ def train_sigma_sweep(target: GaussianMixture, sigmas: Sequence[float], n_data: 
     models, f_true, f_noised, bias, grids = [], [], [], [], []
     seconds = 0.0
     for i, sigma in enumerate(sigmas):
-        torch.manual_seed(seed + i)
-        model = ScoreMLP(target.dim, hidden, 2)
-        history = train.fit(model, lambda m, x, s=sigma: objectives.denoising_score_matching(m, x, s),
-                            x_train, steps=n_steps, batch_size=batch_size, lr=lr,
-                            generator=torch.Generator().manual_seed(seed + i), device="cpu")
-        seconds += history.seconds
-        noised = noised_distribution(target, sigma)
-        x_noised_eval = x_eval + sigma * eps_eval
-        with torch.no_grad():
-            f_true.append(fisher_divergence(model, target, x_eval))
-            f_noised.append(fisher_divergence(model, noised, x_noised_eval))
-            bias.append(fisher_divergence(noised.score, target, x_eval))
-            learned_grid = model(heat_pts)
-            grids.append({
-                "noised_density": noised.log_prob(heat_pts).exp().reshape(grid_n, grid_n).numpy(),
-                "integrand": (p_grid * 0.5 * ((learned_grid - true_grid) ** 2).sum(1)).reshape(grid_n, grid_n).numpy(),
-                "AX": ax_.numpy(), "AY": ay_.numpy(),
-                "arrows": model(arrow_pts).numpy(),
-            })
-        models.append(model)
+        with config.seeded(seed + i):
+            model = ScoreMLP(target.dim, hidden, 2)
+            history = train.fit(model, lambda m, x, s=sigma: objectives.denoising_score_matching(m, x, s),
+                                x_train, steps=n_steps, batch_size=batch_size, lr=lr,
+                                generator=torch.Generator().manual_seed(seed + i), device="cpu")
+            seconds += history.seconds
+            noised = noised_distribution(target, sigma)
+            x_noised_eval = x_eval + sigma * eps_eval
+            with torch.no_grad():
+                f_true.append(fisher_divergence(model, target, x_eval))
+                f_noised.append(fisher_divergence(model, noised, x_noised_eval))
+                bias.append(fisher_divergence(noised.score, target, x_eval))
+                learned_grid = model(heat_pts)
+                grids.append({
+                    "noised_density": noised.log_prob(heat_pts).exp().reshape(grid_n, grid_n).numpy(),
+                    "integrand": (p_grid * 0.5 * ((learned_grid - true_grid) ** 2).sum(1)).reshape(grid_n, grid_n).numpy(),
+                    "AX": ax_.numpy(), "AY": ay_.numpy(),
+                    "arrows": model(arrow_pts).numpy(),
+                })
+            models.append(model)
     return SigmaSweep(target, sigmas, models, f_true, f_noised, bias, seconds, WINDOW, grids)

@@ -15,7 +15,7 @@ with each estimator and measures the decoder's importance-sampled test log-likel
 import time
 from typing import Optional, Sequence
 import torch
-from .. import checks, metrics
+from .. import checks, config, metrics
 from .. import distributions as dist
 from .. import score_estimators as S
 from .. import vae as V
@@ -65,19 +65,19 @@ def fit_estimators(target=None, sample_sizes: Sequence[int] = (50, 200, 800), na
     out = {}
     for name in names:
         for n in sizes:
-            torch.manual_seed(seed)
-            est = make_estimator(name, target.dim)
-            z = pool[:n]
-            start = time.perf_counter()
-            if est.amortised:
-                for _ in range(checks.positive_int(n_steps, "n_steps")):
-                    est.fit(z[torch.randint(0, n, (min(batch_size, n),), generator=g)])
-            else:
-                est.fit(z)
-            seconds = time.perf_counter() - start
-            fisher = metrics.fisher_divergence(est.score, target, x_test)
-            out[name, n] = {"estimator": est, "samples": z, "fisher": fisher, "information": information,
-                            "seconds": seconds}
+            with config.seeded(seed):
+                est = make_estimator(name, target.dim)
+                z = pool[:n]
+                start = time.perf_counter()
+                if est.amortised:
+                    for _ in range(checks.positive_int(n_steps, "n_steps")):
+                        est.fit(z[torch.randint(0, n, (min(batch_size, n),), generator=g)])
+                else:
+                    est.fit(z)
+                seconds = time.perf_counter() - start
+                fisher = metrics.fisher_divergence(est.score, target, x_test)
+                out[name, n] = {"estimator": est, "samples": z, "fisher": fisher, "information": information,
+                                "seconds": seconds}
     return out
 
 
@@ -129,27 +129,27 @@ def run_vae_experiment(x_train: torch.Tensor, x_test: torch.Tensor, latent_dims:
     for latent in latent_dims:
         for method in methods:
             checks.one_of(method, "method", VAE_METHODS)
-            torch.manual_seed(seed)
-            if method == "Gaussian encoder":
-                vae, est, m = V.make_vae("gaussian", data_dim, latent, hidden), None, 1
-            else:
-                name = method.split("+ ")[1]
-                skip = noise_skip is True or (noise_skip == "networks" and name in ("SSM", "CSM"))
-                vae = V.make_vae("implicit", data_dim, latent, hidden, noise_skip=skip)
-                if name in ("Stein", "SSGE"):
-                    m = max(16, 2 * latent) if kernel_samples is None else kernel_samples
+            with config.seeded(seed):
+                if method == "Gaussian encoder":
+                    vae, est, m = V.make_vae("gaussian", data_dim, latent, hidden), None, 1
                 else:
-                    m = network_samples
-                standardize = ("full" if m > latent else "diagonal") if standardize_kernels else False
-                est = make_estimator(name, latent, cond_dim=data_dim, hidden=128, lr=estimator_lr,
-                                     standardize=standardize, steps_per_fit=estimator_steps)
-            hist = V.train_vae(vae, x_train, est, steps=n_steps, batch_size=batch_size, n_samples=m, lr=lr,
-                               generator=torch.Generator().manual_seed(seed), x_valid=x_test[:n_valid] if eval_every else None, eval_every=eval_every,
-                               device=device)
-            torch.manual_seed(seed + 1)
-            log_lik = float(V.importance_log_likelihood(vae, x_test, n_importance).mean())
-            rows.append({"latent": latent, "method": method, "log_lik": log_lik, "seconds": hist.seconds,
-                         "ms_per_step": 1000 * hist.seconds / n_steps})
-            histories[latent, method] = hist
-            models[latent, method] = vae.cpu()
+                    name = method.split("+ ")[1]
+                    skip = noise_skip is True or (noise_skip == "networks" and name in ("SSM", "CSM"))
+                    vae = V.make_vae("implicit", data_dim, latent, hidden, noise_skip=skip)
+                    if name in ("Stein", "SSGE"):
+                        m = max(16, 2 * latent) if kernel_samples is None else kernel_samples
+                    else:
+                        m = network_samples
+                    standardize = ("full" if m > latent else "diagonal") if standardize_kernels else False
+                    est = make_estimator(name, latent, cond_dim=data_dim, hidden=128, lr=estimator_lr,
+                                         standardize=standardize, steps_per_fit=estimator_steps)
+                hist = V.train_vae(vae, x_train, est, steps=n_steps, batch_size=batch_size, n_samples=m, lr=lr,
+                                   generator=torch.Generator().manual_seed(seed), x_valid=x_test[:n_valid] if eval_every else None, eval_every=eval_every,
+                                   device=device)
+                with config.seeded(seed + 1):
+                    log_lik = float(V.importance_log_likelihood(vae, x_test, n_importance).mean())
+                    rows.append({"latent": latent, "method": method, "log_lik": log_lik, "seconds": hist.seconds,
+                                 "ms_per_step": 1000 * hist.seconds / n_steps})
+                    histories[latent, method] = hist
+                    models[latent, method] = vae.cpu()
     return rows, histories, models
