@@ -105,6 +105,13 @@ def name_coefficient(value: float, candidates: Dict[str, float], rtol: float = 0
     return None
 
 
+def fail_on_coefficient(exercise: str, value: float, wrong, rtol: float = 0.02) -> None:
+    """Fail with the (problem, hint) of the first wrong coefficient (expected, problem, hint) that ``value`` matches."""
+    for expected, problem, hint in wrong:
+        if name_coefficient(value, {"match": expected}, rtol):
+            fail(exercise, problem, hint)
+
+
 _hidden_notice_cells = set()
 
 

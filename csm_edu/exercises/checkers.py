@@ -19,7 +19,8 @@ from ..diffusion import VESDE, VPSDE, _reverse_em_step
 from ..distributions import Gaussian, GaussianMixture
 from ..metrics import grid_2d
 from ..trace import hutchinson_variance
-from ._core import as_tensor_result, call, close, fail, fail_on_variant, fit_coefficients, name_coefficient, passed
+from ._core import (as_tensor_result, call, close, fail, fail_on_coefficient, fail_on_variant, fit_coefficients,
+                    name_coefficient, passed)
 
 F64 = torch.float64
 
@@ -184,23 +185,18 @@ def check_langevin_step(fn: Callable) -> bool:
         if residual > 1e-3:
             fail(ex, "the move x_new - x is not a combination of s(x) and the noise",
                  "evaluate the score at the current x and add the given noise")
-        drift = name_coefficient(a, {"ok": step / 2, "full": step, "sign": -step / 2, "none": 0.0})
-        spread = name_coefficient(b, {"ok": math.sqrt(step), "sqrt2": math.sqrt(2 * step), "step": step, "none": 0.0})
-        if drift == "full" and spread == "sqrt2":
+        if name_coefficient(a, {"full": step}) and name_coefficient(b, {"sqrt2": math.sqrt(2 * step)}):
             fail(ex, "you used the convention x + eps s + sqrt(2 eps) z",
                  "this course writes the step as x + eps/2 s + sqrt(eps) z (same chain with eps halved); use that one")
-        if drift == "full":
-            fail(ex, "the drift is step_size * s(x): missing 1/2", "the gradient step is step_size/2 times the score")
-        if drift == "sign":
-            fail(ex, "wrong sign: the step moves against the score", "the score points uphill in log p; follow it")
-        if drift == "none":
-            fail(ex, "the score term is missing", "add (step_size/2) s(x)")
-        if spread == "step":
-            fail(ex, "the noise is scaled by step_size", "noise of a Langevin step scales like sqrt(step_size)")
-        if spread == "none":
-            fail(ex, "the noise term is missing: that is gradient ascent, not sampling", "add sqrt(step_size) times noise")
-        if spread == "sqrt2":
-            fail(ex, "the noise is scaled by sqrt(2 step_size)", "with the drift step_size/2 s the noise is sqrt(step_size) z")
+        fail_on_coefficient(ex, a, [
+            (step, "the drift is step_size * s(x): missing 1/2", "the gradient step is step_size/2 times the score"),
+            (-step / 2, "wrong sign: the step moves against the score", "the score points uphill in log p; follow it"),
+            (0.0, "the score term is missing", "add (step_size/2) s(x)")])
+        fail_on_coefficient(ex, b, [
+            (step, "the noise is scaled by step_size", "noise of a Langevin step scales like sqrt(step_size)"),
+            (0.0, "the noise term is missing: that is gradient ascent, not sampling", "add sqrt(step_size) times noise"),
+            (math.sqrt(2 * step), "the noise is scaled by sqrt(2 step_size)",
+             "with the drift step_size/2 s the noise is sqrt(step_size) z")])
         fail(ex, f"the step is x + {a:.3g} s(x) + {b:.3g} noise for step_size={step}",
              "x_new = x + (step_size/2) s(x) + sqrt(step_size) noise")
     return passed(ex, "3 shapes and step sizes, against x + eps/2 s(x) + sqrt(eps) z on Gaussian targets")
@@ -405,13 +401,11 @@ def check_tweedie(fn: Callable) -> bool:
             continue
         (a,), residual = fit_coefficients(out - x_noisy, [q.score(x_noisy)])
         if residual < 1e-4:
-            name = name_coefficient(a, {"sigma": sigma, "sign": -sigma ** 2, "one": 1.0, "two": 2 * sigma ** 2})
-            messages = {"sigma": ("the step is sigma s(x~), not sigma^2 s(x~)", "the noise variance sigma^2 sets the step"),
-                        "sign": ("wrong sign: the step moves away from the data", "follow the score, towards higher density"),
-                        "one": ("the step has no sigma^2 factor", "multiply the score by the noise variance"),
-                        "two": ("the step is twice too large", "one factor sigma^2, no 2")}
-            if name:
-                fail(ex, *messages[name])
+            fail_on_coefficient(ex, a, [
+                (sigma, "the step is sigma s(x~), not sigma^2 s(x~)", "the noise variance sigma^2 sets the step"),
+                (-sigma ** 2, "wrong sign: the step moves away from the data", "follow the score, towards higher density"),
+                (1.0, "the step has no sigma^2 factor", "multiply the score by the noise variance"),
+                (2 * sigma ** 2, "the step is twice too large", "one factor sigma^2, no 2")])
         fail(ex, f"the denoised points differ from the posterior mean E[x | x~] (n={n}, D={dim}, sigma={sigma})",
              "one step along the noised score, scaled by the noise variance")
     return passed(ex, "equals the exact posterior mean of a Gaussian at 3 noise levels and shapes")
@@ -611,23 +605,18 @@ def check_reverse_sde_step(fn: Callable) -> bool:
         if residual > 1e-3:
             fail(ex, "the move is not a combination of the drift f(x, t), the score s(x, t) and the noise",
                  "evaluate f and s at the current x and t")
-        checks = (
-            (b, {"g": g * dt, "sign": -g ** 2 * dt, "none": 0.0},
-             {"g": ("the score term uses g(t), not g(t)^2", "the reverse drift is f - g^2 s"),
-              "sign": ("the score term has the wrong sign", "in reverse time the score pulls towards the data: - (f - g^2 s) dt"),
-              "none": ("the score term is missing", "the reverse drift is f - g^2 s")}),
-            (a, {"sign": dt, "none": 0.0},
-             {"sign": ("the drift f has the wrong sign", "time runs backwards: x - f dt"),
-              "none": ("the forward drift f is missing", "the reverse drift is f - g^2 s")}),
-            (c, {"dt": g * dt, "g2": g ** 2 * math.sqrt(dt), "none": 0.0},
-             {"dt": ("the noise is scaled by dt", "Brownian increments scale like sqrt(dt)"),
-              "g2": ("the noise is scaled by g^2", "the noise is g(t) sqrt(dt) z"),
-              "none": ("the noise is missing (that is the mean of the step)", "add g(t) sqrt(dt) z")}),
-        )
-        for value, candidates, messages in checks:
-            name = name_coefficient(value, candidates)
-            if name:
-                fail(ex, *messages[name])
+        fail_on_coefficient(ex, b, [
+            (g * dt, "the score term uses g(t), not g(t)^2", "the reverse drift is f - g^2 s"),
+            (-g ** 2 * dt, "the score term has the wrong sign",
+             "in reverse time the score pulls towards the data: - (f - g^2 s) dt"),
+            (0.0, "the score term is missing", "the reverse drift is f - g^2 s")])
+        fail_on_coefficient(ex, a, [
+            (dt, "the drift f has the wrong sign", "time runs backwards: x - f dt"),
+            (0.0, "the forward drift f is missing", "the reverse drift is f - g^2 s")])
+        fail_on_coefficient(ex, c, [
+            (g * dt, "the noise is scaled by dt", "Brownian increments scale like sqrt(dt)"),
+            (g ** 2 * math.sqrt(dt), "the noise is scaled by g^2", "the noise is g(t) sqrt(dt) z"),
+            (0.0, "the noise is missing (that is the mean of the step)", "add g(t) sqrt(dt) z")])
         fail(ex, f"the step is x + {a:.3g} f + {b:.3g} s + {c:.3g} z; expected {-dt:.3g}, {g * g * dt:.3g}, "
              f"{g * math.sqrt(dt):.3g}", "x - [f(x,t) - g(t)^2 s(x,t)] dt + g(t) sqrt(dt) z")
     return passed(ex, "VP and VE SDEs, 3 shapes and times, against the library's reverse Euler-Maruyama step")
