@@ -283,7 +283,7 @@ def check_hutchinson_trace(fn: Callable, n_trials: int = 2000, k: float = 4.0) -
             fail(ex, f"biased beyond {k:g} standard errors: mean {mean:.3f} over {n_trials} estimates with M={m}, "
                  f"tr A = {trace:.3f}", hint)
         var = std ** 2
-        allowed = [hutchinson_variance(a, m, "gaussian"), hutchinson_variance(a, m, "rademacher")]
+        allowed = [hutchinson_variance(a, n_projections=m, kind="gaussian"), hutchinson_variance(a, n_projections=m, kind="rademacher")]
         if not any(abs(var - v) < 0.3 * v for v in allowed):
             if m > 1 and any(abs(var - m * v) < 0.3 * m * v for v in allowed):
                 fail(ex, f"unbiased, but the variance does not shrink like 1/M (M={m}: {var:.2f}, expected {allowed[0]:.2f})",
@@ -303,7 +303,7 @@ def check_ssm_loss(fn: Callable) -> bool:
     for n, dim, seed in ((64, 3, 0), (1, 2, 1), (17, 1, 2)):
         model = _ScoreMLP(dim, seed)
         x = torch.randn(n, dim, generator=_gen(seed + 10), dtype=F64)
-        v = objectives.random_projections(x.shape, "gaussian", _gen(seed + 20), dtype=F64)
+        v = objectives.random_projections(x.shape, kind="gaussian", generator=_gen(seed + 20), dtype=F64)
         out = as_tensor_result(ex, call(ex, fn, model, x, v.clone()), ())
         ref = objectives.sliced_score_matching(model, x, generator=_gen(seed + 20))
         if close(out, ref):
@@ -335,7 +335,7 @@ def check_ssm_loss(fn: Callable) -> bool:
              "differentiate (v * s).sum() with respect to x and take the dot product with v, row by row")
     model = _ScoreMLP(3, 5)
     x = torch.randn(32, 3, generator=_gen(5), dtype=F64)
-    v = objectives.random_projections(x.shape, "gaussian", _gen(6), dtype=F64)
+    v = objectives.random_projections(x.shape, kind="gaussian", generator=_gen(6), dtype=F64)
     _check_gradients(ex, lambda: call(ex, fn, model, x, v), lambda: objectives.sliced_score_matching(model, x, generator=_gen(6)),
                      list(model.parameters()), "pass create_graph=True to torch.autograd.grad so the trace term trains the model")
     return passed(ex, "value on 3 shapes and the parameter gradient match the library's SSM on the same projections")
