@@ -5,8 +5,8 @@ Training minimises Hyvarinen's objective (see :func:`csm_edu.objectives.exact_sc
 .. math:: J(\theta) = \mathbb E_p\bigl[\tfrac12\|s_\theta(x)\|^2 + \operatorname{tr}\nabla_x s_\theta(x)\bigr]
           = \tfrac12\mathbb E_p\|s_\theta - \nabla\log p\|^2 + \text{const},
 
-- :func:`train_with_snapshots`: train with :func:`csm_edu.train.fit` in chunks and record, after
-  each chunk, the learned density (normalised on a grid), the score field and the Fisher
+- :func:`train_with_snapshots`: train with one :func:`csm_edu.train.fit` run whose callback records,
+  at chosen steps, the learned density (normalised on a grid), the score field and the Fisher
   divergence to the true score. Everything a slider needs is computed here, once.
 - :func:`training_progress_figure`: one recorded checkpoint next to the Fisher-divergence curve.
 - :func:`training_progress_panel`: a checkpoint slider with a Play button (jslink).
