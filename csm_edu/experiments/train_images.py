@@ -307,8 +307,9 @@ def speed_paths(model: torch.nn.Module, loss_fn: Callable, cfg: dict, device: to
 class MetricsLogger:
     """``fit`` callback on rank 0: a progress bar with the loss and images/s, ``metrics.csv`` and TensorBoard.
 
-    Every ``log_every`` steps it appends (step, loss, images/s over the last rows, seconds) to the
-    CSV. After a resume the first call drops the CSV rows of steps not below it (those after the
+    Every ``log_every`` steps (and at the last) it appends a row to the CSV: the step, its
+    (all-reduced) loss, the images/s since the previous row (global batch x steps / wall seconds,
+    callbacks and checkpoint writes included) and those seconds. After a resume the first call drops the CSV rows of steps not below it (those after the
     checkpoint), rewriting the file atomically.
     """
 
@@ -344,7 +345,7 @@ class MetricsLogger:
             self.writer = self._summary(str(self.path.parent / "tensorboard"), purge_step=step)
         self.bar = self._tqdm(total=self.steps, initial=step - 1, disable=not self._progress, mininterval=0.5,
                               unit="step", dynamic_ncols=True)
-        self._clock, self._last_step = time.perf_counter(), step - 1
+        self._clock, self._last_step = time.perf_counter(), step       # the window starts after this step
 
     def __call__(self, step: int, model, history) -> None:
         if self.bar is None:
@@ -354,8 +355,13 @@ class MetricsLogger:
         if step % self.log_every and step != self.steps:
             return
         now = time.perf_counter()
-        rate = (step - self._last_step) * self.batch_size / max(now - self._clock, 1e-9)
-        row = dict(step=step, loss=f"{loss:.6g}", images_per_second=f"{rate:.1f}", seconds=f"{now - self._clock:.3f}")
+        if step > self._last_step:
+            seconds = now - self._clock
+            rate = (step - self._last_step) * self.batch_size / max(seconds, 1e-9)
+        else:                                   # a row at the first step of this call: fit's own timing
+            seconds = history.seconds
+            rate = self.batch_size * history.steps / max(seconds, 1e-9)
+        row = dict(step=step, loss=f"{loss:.6g}", images_per_second=f"{rate:.1f}", seconds=f"{seconds:.3f}")
         self.rows.append(dict(step=step, loss=loss, images_per_second=rate))
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.FIELDS).writerow(row)
@@ -395,9 +401,7 @@ def test_bits_per_dim(model, k: torch.Tensor, cfg: dict) -> float:
 
 def write_sample_grid(model, cfg: dict, path: Path, generator: torch.Generator) -> Path:
     """Draw ``cfg["n_samples"]`` images (:func:`csm_edu.experiments.images.sample_model`) and save their grid as PNG, atomically."""
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt       # headless machines fall back to Agg by themselves
 
     from .. import viz
 
