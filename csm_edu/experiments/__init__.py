@@ -11,6 +11,8 @@
 - :mod:`~csm_edu.experiments.images`: AR-CSM and baselines on images: bits/dim, sampling,
   denoising, anomaly detection (lessons 10, 11).
 - :mod:`~csm_edu.experiments.vae_study`: score estimators and implicit-encoder VAEs (lesson 12).
+- :mod:`~csm_edu.experiments.train_images`: the image-training command
+  (``python -m csm_edu.experiments.train_images CONFIG``; also under ``torchrun``).
 
 Nothing in the core (the top-level modules, ``models``, ``data``) imports from here.
 """
