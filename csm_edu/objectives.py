@@ -55,7 +55,9 @@ def score_and_trace_vmap(score_fn: ScoreFn, x: torch.Tensor):
     u -> u^T grad s(x_i); ``vmap`` of the pullback over the D unit vectors e_d gives all D rows of
     the Jacobian at once, and tr grad s(x_i) = \sum_d e_d^T grad s(x_i) e_d. The same D
     vector-Jacobian products as the loop, batched into a few large tensor operations instead of
-    D passes; the score is evaluated once. Assumes that row i of s depends on x_i only (true of
+    D passes; the score is evaluated once. The batched pullback keeps its intermediate values
+    once per direction for the weight gradient, more than the loop keeps: where memory is tight,
+    use the loop. Assumes that row i of s depends on x_i only (true of
     every score model of the kit). Raises RuntimeError where ``torch.func`` cannot trace
     ``score_fn`` (e.g. ``.item()`` or data-dependent control flow inside it).
     """

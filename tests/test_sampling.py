@@ -42,11 +42,15 @@ def test_record_every_returns_trajectory():
 
 def _mixture_noised_score(mixture):
     """Exact noise-conditional score of a Gaussian mixture: covariances + sigma^2 I."""
+    noised = {}                                   # one noised mixture per level, built once
+
     def score(x, sigma):
         out = torch.empty_like(x)
-        for s in torch.unique(sigma):
+        for s in torch.unique(sigma).tolist():
+            if s not in noised:
+                noised[s] = noised_distribution(mixture, s)
             rows = sigma == s
-            out[rows] = noised_distribution(mixture, float(s)).score(x[rows])
+            out[rows] = noised[s].score(x[rows])
         return out
     return score
 
