@@ -28,7 +28,7 @@ from . import checks
 from .distributions import LOG_2PI, Gaussian, GaussianMixture
 from .models.mlp import mlp
 from .objectives import random_projections
-from .sampling import SamplerDivergedError
+from .sampling import _DivergenceWatch
 
 TimeScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -334,11 +334,9 @@ def continuous_dsm(score_fn: TimeScoreFn, x: torch.Tensor, sde: SDE, *, eps: flo
 
 # ----------------------------------------------------------------------------- samplers
 
-def _check_state(x: torch.Tensor, step: int, where: str, steps: int, limit: float = 1e6):
-    if not torch.isfinite(x).all() or x.abs().max() > limit:
-        raise SamplerDivergedError(
-            f"{where} diverged at step {step}: the state became NaN/inf or left |x| < {limit:g}. "
-            f"Increase steps (now {steps}), e.g. to {2 * steps}, or check the score model.")
+def _watch(where: str, steps: int) -> _DivergenceWatch:
+    """The samplers' divergence check (:class:`csm_edu.sampling._DivergenceWatch`) with the fix a reverse process needs."""
+    return _DivergenceWatch(where, hint=f"Increase steps (now {steps}), e.g. to {2 * steps}, or check the score model.")
 
 
 def _setup(sde, n, dim, steps, eps, record_every, x0, generator, device):
@@ -422,6 +420,7 @@ def _reverse_time_loop(score_fn, sde, n, dim, steps, eps, generator, record_ever
     """
     x, times, steps, record_every = _setup(sde, n, dim, steps, eps, record_every, x0, generator, device)
     trajectory = [x.clone()] if record_every else None
+    watch = _watch(label, steps)
     with torch.no_grad():
         for i in range(steps):
             tt = torch.full((x.shape[0],), float(times[i]), dtype=x.dtype, device=x.device)
@@ -435,9 +434,10 @@ def _reverse_time_loop(score_fn, sde, n, dim, steps, eps, generator, record_ever
             x, mean = _reverse_em_step(score_fn, sde, x, times[i], dt, generator)
             if i == steps - 1:
                 x = mean
-            _check_state(x, i + 1, label, steps)
+            watch.update(x, i + 1)
             if record_every and (i + 1) % record_every == 0:
                 trajectory.append(x.clone())
+        watch.close(steps)
     return (x, torch.stack(trajectory)) if record_every else x
 
 
@@ -481,12 +481,14 @@ def probability_flow_sample(score_fn: TimeScoreFn, sde: SDE, *, n: int = 1000, d
     def velocity(y, t):
         return probability_flow_velocity(score_fn, sde, y, float(t))
 
+    watch = _watch("probability-flow ODE", steps)
     with torch.no_grad():
         for i in range(steps):
             x = _ode_step(velocity, x, float(times[i]), float(times[i + 1] - times[i]), method)
-            _check_state(x, i + 1, "probability-flow ODE", steps)
+            watch.update(x, i + 1)
             if record_every and (i + 1) % record_every == 0:
                 trajectory.append(x.clone())
+        watch.close(steps)
     return (x, torch.stack(trajectory)) if record_every else x
 
 
@@ -539,7 +541,9 @@ def ode_log_likelihood(score_fn: TimeScoreFn, sde: SDE, x: torch.Tensor, *, step
 
     state = torch.cat([x, torch.zeros(x.shape[0], 1, dtype=x.dtype, device=x.device)], 1)
     times = torch.linspace(eps, sde.T, steps + 1)
+    watch = _watch("ODE log-likelihood", steps)
     for i in range(steps):
         state = _ode_step(augmented, state, float(times[i]), float(times[i + 1] - times[i]), method)
-        _check_state(state[:, :-1], i + 1, "ODE log-likelihood", steps)
+        watch.update(state[:, :-1], i + 1)
+    watch.close(steps)
     return sde.prior_log_prob(state[:, :-1]) + state[:, -1]

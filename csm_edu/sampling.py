@@ -18,11 +18,40 @@ class SamplerDivergedError(RuntimeError):
     """Raised when a sampler's state becomes NaN, inf or absurdly large."""
 
 
-def _check_finite(x: torch.Tensor, step: int, step_size: float, where: str = "Langevin", limit: float = 1e6):
-    if not torch.isfinite(x).all() or x.abs().max() > limit:
-        raise SamplerDivergedError(
-            f"{where} diverged at step {step}: the state became NaN/inf or left |x| < {limit:g}. "
-            f"Lower step_size (now {step_size:g}), e.g. to {step_size / 10:g}, or check the score model.")
+CHECK_EVERY = 10   # steps between the divergence checks' host syncs
+
+
+class _DivergenceWatch:
+    """Cheap divergence check of a sampler's state: NaN, inf or |x| > limit.
+
+    Each :meth:`update` costs one reduction, ``x.abs().amax()``, folded into a running maximum on
+    the state's device (NaN and inf propagate through both); only every ``every`` steps, and at
+    :meth:`close`, is that maximum read back to the host, one sync. A divergence is therefore
+    reported at most ``every - 1`` steps after the step where it happened.
+    """
+
+    def __init__(self, where: str, step_size: Optional[float] = None, *, hint: Optional[str] = None,
+                 every: int = CHECK_EVERY, limit: float = 1e6):
+        if hint is None:
+            hint = f"Lower step_size (now {step_size:g}), e.g. to {step_size / 10:g}, or check the score model."
+        self.where, self.hint, self.every, self.limit = where, hint, every, limit
+        self.peak, self.since = None, 0
+
+    def update(self, x: torch.Tensor, step: int) -> None:
+        largest = x.detach().abs().amax()
+        self.peak = largest if self.peak is None else torch.maximum(self.peak, largest)
+        self.since += 1
+        if self.since >= self.every:
+            self.check(step)
+
+    def check(self, step: int) -> None:
+        if self.peak is not None and not bool(self.peak <= self.limit):      # one host sync; NaN fails
+            raise SamplerDivergedError(
+                f"{self.where} diverged by step {step} (the state is checked every {self.every} steps): it became "
+                f"NaN/inf or left |x| < {self.limit:g}. {self.hint}")
+        self.peak, self.since = None, 0
+
+    close = check
 
 
 def langevin(score_fn: Callable, x0: torch.Tensor, *, step_size: float, steps: int,
@@ -51,6 +80,7 @@ def langevin(score_fn: Callable, x0: torch.Tensor, *, step_size: float, steps: i
     trajectory = [x.clone()] if record_every else None
     accepted = 0.0
     sqrt_eps = step_size ** 0.5
+    watch = _DivergenceWatch("Langevin" if log_prob_fn is None else "MALA", step_size)
     with torch.no_grad():
         s = score_fn(x)
         logp = log_prob_fn(x) if log_prob_fn is not None else None
@@ -59,10 +89,10 @@ def langevin(score_fn: Callable, x0: torch.Tensor, *, step_size: float, steps: i
             proposal = x + 0.5 * step_size * s + sqrt_eps * z
             if log_prob_fn is None:
                 x = proposal
-                _check_finite(x, t, step_size)
+                watch.update(x, t)
                 s = score_fn(x)
             else:
-                _check_finite(proposal, t, step_size, "MALA")
+                watch.update(proposal, t)
                 s_prop = score_fn(proposal)
                 logp_prop = log_prob_fn(proposal)
                 log_q_forward = -((proposal - x - 0.5 * step_size * s) ** 2).sum(1) / (2 * step_size)
@@ -76,6 +106,7 @@ def langevin(score_fn: Callable, x0: torch.Tensor, *, step_size: float, steps: i
                 logp = torch.where(accept, logp_prop, logp)
             if record_every and t % record_every == 0:
                 trajectory.append(x.clone())
+        watch.close(steps)
     if info is not None:
         info["steps"] = steps
         if log_prob_fn is not None:
@@ -104,6 +135,7 @@ def annealed_langevin(score_fn: Callable, x0: torch.Tensor, sigmas, *, steps_per
     trajectory = [x.clone()] if record_every else None
     sigma_last = float(sigmas[-1])
     t = 0
+    watch = _DivergenceWatch("Annealed Langevin", step_size)
     with torch.no_grad():
         for sigma in sigmas.tolist():
             alpha = step_size * (sigma / sigma_last) ** 2
@@ -112,9 +144,10 @@ def annealed_langevin(score_fn: Callable, x0: torch.Tensor, sigmas, *, steps_per
                 t += 1
                 z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
                 x = x + 0.5 * alpha * score_fn(x, sigma_vec) + alpha ** 0.5 * z
-                _check_finite(x, t, step_size, "Annealed Langevin")
+                watch.update(x, t)
                 if record_every and t % record_every == 0:
                     trajectory.append(x.clone())
+        watch.close(t)
         if denoise_last:
             x = x + sigma_last ** 2 * score_fn(x, torch.full((x.shape[0],), sigma_last, dtype=x.dtype, device=x.device))
     return (x, torch.stack(trajectory)) if record_every else x
@@ -166,6 +199,7 @@ def autoregressive_langevin(model, n: int, *, steps: int = 200, step_size: float
     x = x.to(device)
     trajectory = [x.clone()] if record_every else None
     t = 0
+    watch = _DivergenceWatch("Autoregressive Langevin", step_size)
     with torch.no_grad():
         for d in model.order.tolist():
             dims = torch.tensor([d], device=device)
@@ -176,13 +210,14 @@ def autoregressive_langevin(model, n: int, *, steps: int = 200, step_size: float
                     t += 1
                     z = torch.randn(x_d.shape, generator=generator).to(x_d)
                     x_d = x_d + 0.5 * alpha * model.head(context_d, x_d, dims) + alpha ** 0.5 * z
-                    _check_finite(x_d, t, step_size, "Autoregressive Langevin")
+                    watch.update(x_d, t)
                     if bounds is not None:
                         x_d = reflect(x_d, lo, hi)
                     if record_every and t % record_every == 0:
                         x[:, d:d + 1] = x_d
                         trajectory.append(x.clone())
             x[:, d:d + 1] = x_d
+        watch.close(t)
     return (x, torch.stack(trajectory)) if record_every else x
 
 

@@ -132,3 +132,45 @@ def test_exact_sm_on_energy_mlp_matches_brute_force_jacobian():
         jac = torch.autograd.functional.jacobian(lambda y: model.score(y[None])[0], xi)
         brute += 0.5 * (s ** 2).sum().item() + torch.trace(jac).item()
     assert loss.item() == pytest.approx(brute / len(x), rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize("method", ["loop", "vmap", "auto"])
+@pytest.mark.parametrize("dim", [1, 3, 8])
+def test_trace_methods_equal_the_closed_form_of_a_gaussian_energy(method, dim):
+    model, mu, a, x = _quadratic(dim)
+    s, trace = objectives.score_and_trace(model.score, x, method=method)
+    assert torch.allclose(s, -(x - mu) @ a, atol=1e-5)
+    assert torch.allclose(trace, torch.full_like(trace, -torch.trace(a).item()), atol=1e-4)
+    loss = objectives.exact_score_matching(model.score, x, trace=method)
+    assert loss.item() == pytest.approx(_closed_form(mu, a, x), rel=1e-5, abs=1e-5)
+
+
+@pytest.mark.parametrize("make_model", [lambda: EnergyMLP(5, 16), lambda: ScoreMLP(5, 16)])
+def test_vmap_trace_equals_the_loop_in_value_and_weight_gradient(make_model):
+    torch.manual_seed(0)
+    model = make_model()
+    x = torch.randn(9, 5)
+    grads = []
+    for method in ("loop", "vmap"):
+        loss = objectives.exact_score_matching(model.score, x, trace=method)
+        loss.backward()
+        grads.append([p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()])
+        model.zero_grad(set_to_none=True)
+        s, trace = objectives.score_and_trace(model.score, x, method=method)
+        grads[-1].append(trace.detach())
+    for g_loop, g_vmap in zip(*grads):
+        assert torch.allclose(g_loop, g_vmap, atol=1e-6, rtol=1e-5)
+
+
+def test_auto_falls_back_to_the_loop_for_a_score_torch_func_cannot_trace():
+    def score(x):                      # data-dependent control flow: vmap cannot batch it
+        return -x if float(x.abs().max()) < 1e6 else x
+    x = torch.randn(6, 5)
+    with pytest.raises(RuntimeError):
+        objectives.score_and_trace_vmap(score, x)
+    _, trace = objectives.score_and_trace(score, x)          # auto: the loop
+    assert torch.allclose(trace, torch.full((6,), -5.0))
+    with pytest.raises(ValueError, match="trace"):
+        objectives.exact_score_matching(score, x, trace="jacobian")
+    with pytest.raises(ValueError, match="score_fn must return"):
+        objectives.score_and_trace_vmap(lambda z: z[:, :1], x)

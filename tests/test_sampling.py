@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -40,11 +42,15 @@ def test_record_every_returns_trajectory():
 
 def _mixture_noised_score(mixture):
     """Exact noise-conditional score of a Gaussian mixture: covariances + sigma^2 I."""
+    noised = {}                                   # one noised mixture per level, built once
+
     def score(x, sigma):
         out = torch.empty_like(x)
-        for s in torch.unique(sigma):
+        for s in torch.unique(sigma).tolist():
+            if s not in noised:
+                noised[s] = noised_distribution(mixture, s)
             rows = sigma == s
-            out[rows] = noised_distribution(mixture, float(s)).score(x[rows])
+            out[rows] = noised[s].score(x[rows])
         return out
     return score
 
@@ -66,6 +72,55 @@ def test_diverging_sampler_raises_clear_error():
     target = _gaussian()
     with pytest.raises(sampling.SamplerDivergedError, match="Lower step_size"):
         sampling.langevin(target.score, torch.zeros(10, 2), step_size=50.0, steps=200)
+
+
+def _score_that_breaks_at(call, value):
+    """-x, except at its ``call``-th evaluation (0 = the start state), where every entry is ``value``."""
+    calls = [0]
+
+    def score(x, *sigma):
+        calls[0] += 1
+        return torch.full_like(x, value) if calls[0] - 1 == call else -x
+    return score
+
+
+def _reported_step(err):
+    return int(re.search(r"diverged by step (\d+)", str(err)).group(1))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e9])
+def test_divergence_is_caught_within_check_every_steps(value):
+    """The score breaks at its 23rd call (after step 23), so the state is bad from step 24 on."""
+    with pytest.raises(sampling.SamplerDivergedError, match="Lower step_size") as err:
+        sampling.langevin(_score_that_breaks_at(23, value), torch.zeros(5, 2), step_size=0.1, steps=200,
+                          generator=torch.Generator().manual_seed(0))
+    assert 24 <= _reported_step(err.value) < 24 + sampling.CHECK_EVERY
+
+
+def test_mala_checks_its_proposals():
+    """MALA rejects a bad proposal from a good state; a bad score at the start makes every proposal bad."""
+    log_prob = lambda x: -0.5 * (x ** 2).sum(1)
+    x = sampling.langevin(_score_that_breaks_at(23, float("nan")), torch.zeros(5, 2), step_size=0.1, steps=50,
+                          log_prob_fn=log_prob, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(x).all()
+    with pytest.raises(sampling.SamplerDivergedError, match="MALA diverged by step") as err:
+        sampling.langevin(_score_that_breaks_at(0, float("nan")), torch.zeros(5, 2), step_size=0.1, steps=50,
+                          log_prob_fn=log_prob, generator=torch.Generator().manual_seed(0))
+    assert 1 <= _reported_step(err.value) < 1 + sampling.CHECK_EVERY
+
+
+def test_divergence_in_the_last_steps_is_caught_at_the_end():
+    with pytest.raises(sampling.SamplerDivergedError) as err:
+        sampling.langevin(_score_that_breaks_at(41, float("nan")), torch.zeros(5, 2), step_size=0.1, steps=43,
+                          noise=False)
+    assert _reported_step(err.value) == 43
+
+
+def test_annealed_langevin_divergence_is_caught():
+    with pytest.raises(sampling.SamplerDivergedError, match="Annealed Langevin diverged by step") as err:
+        sampling.annealed_langevin(_score_that_breaks_at(7, float("inf")), torch.zeros(5, 2), [1.0, 0.5],
+                                   steps_per_sigma=20, generator=torch.Generator().manual_seed(0))
+    assert 8 <= _reported_step(err.value) < 8 + sampling.CHECK_EVERY
 
 
 def test_bad_arguments():

@@ -23,8 +23,9 @@ def test_time_per_step_is_positive_and_leaves_weights_and_grads_clean():
 
 
 def test_cost_against_dim_shape_and_exact_sm_grows_faster_than_sliced():
+    loop = lambda m, x: objectives.exact_score_matching(m.score, x, trace="loop")
     res = timing.cost_against_dim(
-        {"exact": _exact, "sliced": lambda m, x: objectives.sliced_score_matching(m.score, x)},
+        {"exact": loop, "sliced": lambda m, x: objectives.sliced_score_matching(m.score, x)},
         dims=[2, 48], make_model=lambda d: models.EnergyMLP(d, 32, 1), batch_size=64, repeats=3, statistic="min")
     assert res["dim"] == [2, 48] and len(res["exact"]) == 2 and len(res["sliced"]) == 2
     # D = 48 needs 48 backward passes for the exact trace, one for the sliced estimate.
@@ -72,3 +73,27 @@ def test_time_interleaved_times_every_objective_and_checks_its_input():
         timing.time_interleaved({}, model, x)
     with pytest.raises(ValueError, match="repeats"):
         timing.time_interleaved(fns, model, x, repeats=0)
+
+
+def test_ratios_in_turns_and_their_csv(tmp_path):
+    torch.manual_seed(0)
+    model = models.EnergyMLP(3, 16, 1)
+    x = torch.randn(32, 3)
+    fns = {"exact": _exact, "sliced": lambda m, x: objectives.sliced_score_matching(m.score, x)}
+    rows = timing.ratios_in_turns(fns, model, x, [("exact", "sliced"), ("sliced", "sliced")], rounds=2, repeats=2)
+    assert [(r["numerator"], r["denominator"]) for r in rows] == [("exact", "sliced"), ("sliced", "sliced")]
+    assert rows[1]["ratio"] == rows[1]["ratio_lo"] == rows[1]["ratio_hi"] == 1.0
+    r = rows[0]
+    assert r["ratio_lo"] <= r["ratio"] <= r["ratio_hi"] and r["rounds"] == 2 and r["numerator_ms"] > 0
+    with pytest.raises(ValueError, match="pairs"):
+        timing.ratios_in_turns(fns, model, x, [("exact", "DSM")])
+    for row in rows:
+        row.update(benchmark="test", config="EnergyMLP", dim=3)
+    line = timing.machine_line()
+    assert "cores" in line and "SHARED" in line
+    path = tmp_path / "ratios.csv"
+    timing.write_ratio_csv(path, rows, "threads 1 | " + line)
+    assert path.read_text().startswith("# threads 1 | machine")
+    header, back = timing.read_ratio_csv(path)
+    assert header == "threads 1 | " + line and len(back) == 2
+    assert back[0]["dim"] == 3 and back[0]["ratio"] == pytest.approx(r["ratio"])

@@ -6,7 +6,8 @@ Here every objective trains the SAME network, an :class:`~csm_edu.models.ARCSM` 
 conditional scores s = (s_1, ..., s_D) is also used as a score function. Its Jacobian is lower
 triangular with diagonal ds_d/dx_d, so
 
-- exact SM on s = 1/2|s|^2 + tr(grad s) is *exactly* the CSM loss, computed with D backward passes;
+- exact SM on s = 1/2|s|^2 + tr(grad s) is *exactly* the CSM loss, computed with D backward passes
+  (``trace="loop"``: the D-pass cost this study shows, and the way the head's code runs anyway);
 - sliced SM on s is an unbiased Hutchinson estimate of the CSM loss (1 backward pass per projection);
 - composite DSM (:func:`csm_edu.objectives.composite_denoising_score_matching`) smooths each
   conditional along its own variable (biased by sigma, no derivative of the model);
@@ -17,7 +18,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from .. import checks, objectives
+from .. import checks, config, objectives
 from .timing import time_per_step
 from ..models import ARCSM
 
@@ -27,7 +28,7 @@ OBJECTIVE_NAMES = ("exact SM", "SSM", "SSM-VR", "DSM", "CSM")
 def objective_fns(sigma: float = 0.1) -> Dict[str, Callable]:
     """loss_fn(model, x) for each objective of the comparison, on an AR-CSM model."""
     return {
-        "exact SM": lambda m, x: objectives.exact_score_matching(m.conditional_scores, x),
+        "exact SM": lambda m, x: objectives.exact_score_matching(m.conditional_scores, x, trace="loop"),
         "SSM": lambda m, x: objectives.sliced_score_matching(m.conditional_scores, x),
         "SSM-VR": lambda m, x: objectives.sliced_score_matching(m.conditional_scores, x, variance_reduction=True),
         "DSM": lambda m, x: objectives.composite_denoising_score_matching(m, x, sigma),
@@ -60,8 +61,8 @@ def saved_tensor_megabytes(loss_fn: Callable, model: torch.nn.Module, x: torch.T
 
 def make_model(dim: int, hidden: int = 256, context_dim: int = 16, seed: int = 0) -> ARCSM:
     """The fixed-width AR-CSM used at every D (ResMADE backbone with 2 residual blocks)."""
-    torch.manual_seed(seed)
-    return ARCSM(dim, hidden=hidden, n_blocks=2, context_dim=context_dim, head_hidden=32)
+    with config.seeded(seed):
+        return ARCSM(dim, hidden=hidden, n_blocks=2, context_dim=context_dim, head_hidden=32)
 
 
 def measure(dims: Sequence[int], names: Sequence[str] = OBJECTIVE_NAMES, batch_size: int = 128,

@@ -9,14 +9,16 @@ loaded machine (more runnable processes than cores) a large share of short steps
 by the scheduler; ``statistic="min"`` then gives the uninterrupted cost, since interference only
 ever adds time (the advice of Python's ``timeit``).
 """
+import csv
+import os
 import platform
 import statistics
 import time
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .. import checks, config
+from .. import checks, config, files
 
 LossFn = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
 STATISTICS = {"median": statistics.median, "min": min}
@@ -111,8 +113,8 @@ def cost_against_dim(loss_fns: Dict[str, LossFn], dims: Sequence[int], make_mode
     result: Dict[str, list] = {"dim": list(dims)}
     result.update({name: [] for name in loss_fns})
     for dim in dims:
-        torch.manual_seed(seed)
-        model = make_model(dim).to(device)
+        with config.seeded(seed):
+            model = make_model(dim).to(device)
         if make_data is None:
             x = torch.randn(batch_size, dim, generator=torch.Generator().manual_seed(seed))
         else:
@@ -146,6 +148,70 @@ def time_interleaved(loss_fns: Dict[str, LossFn], model: torch.nn.Module, x: tor
         for name, loss_fn in loss_fns.items():
             times[name].append(_timed_step(loss_fn, model, x, params))
     return {name: summary(t) for name, t in times.items()}
+
+
+def ratios_in_turns(loss_fns: Dict[str, LossFn], model: torch.nn.Module, x: torch.Tensor,
+                    pairs: Sequence[Tuple[str, str]], *, rounds: int = 3, repeats: int = 5, warmup: int = 1,
+                    statistic: str = "median") -> List[dict]:
+    """Cost ratios t(numerator) / t(denominator) of objectives timed in turns, with their spread.
+
+    Each of ``rounds`` rounds is one :func:`time_interleaved` of all ``loss_fns`` (``repeats``
+    timed steps each, in turns); every pair's ratio is taken within a round, so that both sides
+    saw the same load. Returns one dict per pair: numerator, denominator, ratio (median over the
+    rounds), ratio_lo and ratio_hi (their smallest and largest), numerator_ms and denominator_ms
+    (medians over the rounds), rounds.
+    """
+    rounds = checks.positive_int(rounds, "rounds")
+    for pair in pairs:
+        for name in pair:
+            if name not in loss_fns:
+                raise ValueError(f"pairs name {name!r}, which is not in loss_fns ({', '.join(loss_fns)})")
+    per_round = [time_interleaved(loss_fns, model, x, repeats, warmup if r == 0 else 0, statistic)
+                 for r in range(rounds)]
+    rows = []
+    for num, den in pairs:
+        ratios = [ms[num] / ms[den] for ms in per_round]
+        rows.append(dict(numerator=num, denominator=den, ratio=statistics.median(ratios), ratio_lo=min(ratios),
+                         ratio_hi=max(ratios), numerator_ms=statistics.median(ms[num] for ms in per_round),
+                         denominator_ms=statistics.median(ms[den] for ms in per_round), rounds=rounds))
+    return rows
+
+
+def machine_line(shared: bool = True) -> str:
+    """The processor, core count and load average, and whether other jobs shared the machine."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    note = "SHARED with other jobs while measuring" if shared else "quiet"
+    return (f"machine {platform.processor() or platform.machine()} ({os.cpu_count()} cores, "
+            f"load average {load:.1f}), {note}")
+
+
+RATIO_FIELDS = ("benchmark", "config", "dim", "numerator", "denominator", "ratio", "ratio_lo", "ratio_hi",
+                "numerator_ms", "denominator_ms", "rounds")
+
+
+def write_ratio_csv(path, rows: List[dict], header: str) -> None:
+    """Write ratio rows (those of :func:`ratios_in_turns` plus benchmark, config, dim) as CSV.
+
+    The first line is ``# header``: how and where the ratios were measured.
+    """
+    with files.atomic_write(path, mode="w") as f:
+        f.write("# " + header.replace("\n", " ") + "\n")
+        writer = csv.DictWriter(f, fieldnames=RATIO_FIELDS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_ratio_csv(path) -> Tuple[str, List[dict]]:
+    """``(header, rows)`` of a CSV written by :func:`write_ratio_csv`, numbers parsed."""
+    with open(path) as f:
+        lines = f.read().splitlines()
+    header = lines[0][2:] if lines and lines[0].startswith("# ") else ""
+    rows = list(csv.DictReader([line for line in lines if not line.startswith("#")]))
+    for r in rows:
+        r["dim"], r["rounds"] = int(r["dim"]), int(r["rounds"])
+        for k in ("ratio", "ratio_lo", "ratio_hi", "numerator_ms", "denominator_ms"):
+            r[k] = float(r[k])
+    return header, rows
 
 
 def growth_exponent(dims: Sequence[float], ms: Sequence[float]) -> float:

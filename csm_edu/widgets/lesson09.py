@@ -55,6 +55,35 @@ def scaling_view(rows: List[dict], objectives: Sequence[str] = OBJECTIVE_NAMES, 
     return fig, ", ".join(parts)
 
 
+def ratio_view(rows: List[dict], title: str = "", ax=None):
+    """Measured cost ratios (rows of :func:`csm_edu.experiments.timing.read_ratio_csv`) as a dot plot.
+
+    One line per (configuration, D, numerator / denominator): the median ratio over rounds as a
+    dot, the smallest and largest round as a bar, a dotted line at 1 (equal cost). Rows that are
+    not ratios (memory rows) are left out. Returns the figure.
+    """
+    shown = [r for r in rows if not r["benchmark"].endswith("memory")]
+    if not shown:
+        raise ValueError("no ratio rows to plot")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.0, 0.32 * len(shown) + 1.0))
+    labels = [f"{r['config']}, D={r['dim']}: {r['numerator']} / {r['denominator']}" for r in shown]
+    ys = list(range(len(shown)))[::-1]
+    ratios = [r["ratio"] for r in shown]
+    lo = [r["ratio"] - r["ratio_lo"] for r in shown]
+    hi = [r["ratio_hi"] - r["ratio"] for r in shown]
+    ax.errorbar(ratios, ys, xerr=[lo, hi], fmt="o", color="k", ms=4, capsize=2)
+    ax.axvline(1.0, color="0.5", ls=":")
+    ax.set_yticks(ys)
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("cost ratio (median over rounds; bar: smallest to largest round)")
+    if title:
+        ax.set_title(title, fontsize=8)
+    ax.grid(alpha=0.3, axis="x")
+    return ax.figure
+
+
 def scaling_panel(rows: List[dict]):
     """Checkboxes for the objectives, a slider over the measured D values, log/linear and time/memory toggles."""
     import ipywidgets as widgets
