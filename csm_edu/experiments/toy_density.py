@@ -38,9 +38,10 @@ def train_lesson_models(x: torch.Tensor, n_steps: int, batch_size: int = 256, lr
 
 def evaluate_models(models: Dict[str, object], x_test: torch.Tensor, target=None,
                     bounds: Sequence[float] = (-6.0, 6.0), n_nodes: int = 256) -> List[dict]:
-    """One row per model: mean test log-likelihood (quadrature for score models, with its error
-    estimate), and, when the ``target`` is known, the composite Fisher divergence
-    1/2 E_p sum_d (s_d - d/dx_d log p(x_d | x_<d))^2. A last row holds the true density."""
+    """One row per model: mean test log-likelihood (quadrature for score models, with the estimate of
+    its resolution error, without the mass outside ``bounds``), and, when the ``target`` is known, the
+    composite Fisher divergence 1/2 E_p sum_d (s_d - d/dx_d log p(x_d | x_<d))^2. A last row holds the
+    true density."""
     x_test = checks.as_batch(x_test, "x_test")
     rows = []
     for name, model in models.items():
@@ -48,7 +49,8 @@ def evaluate_models(models: Dict[str, object], x_test: torch.Tensor, target=None
             with torch.no_grad():
                 ll, err = float(model.log_prob(x_test).mean()), 0.0
         else:
-            values, errors = arcsm_log_prob(model, x_test, bounds=bounds, n_nodes=n_nodes, return_error=True)
+            values, errors = arcsm_log_prob(model, x_test, bounds=bounds, n_nodes=n_nodes, return_error=True,
+                                            tails=False)
             ll, err = float(values.mean()), float(errors.mean())
         fisher = None
         if target is not None:
