@@ -69,6 +69,8 @@ def test_a_box_too_narrow_for_the_mass_shows_in_the_error_estimate():
         assert torch.all((value - exact).abs() <= error + 1e-4), half_width     # the estimate covers the cut mass
     narrow = arcsm_log_prob(model, x, bounds=(-3.5, 3.5), n_nodes=64, return_error=True)[1]
     assert narrow.mean() > 1e-2                                                  # and says the box is too narrow
+    resolution = arcsm_log_prob(model, x, bounds=(-3.5, 3.5), n_nodes=64, return_error=True, tails=False)[1]
+    assert resolution.mean() < 1e-3                                             # which resolution alone does not
 
 
 def _lesson_models():
