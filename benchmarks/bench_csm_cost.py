@@ -1,7 +1,8 @@
 """Cost of a composite score matching step against a plain forward + backward of the same AR-CSM (issue 20).
 
-For every configuration (the default ``ARCSM(784)``, the scaling study's model, the image lessons'
-MADE and PixelCNN models of MNIST) at D = 784, batch 128, all timed in turns in one process
+For every configuration (the default ``ARCSM(784)``, the scaling study's model, the image
+lessons' MADE and PixelCNN models of MNIST) and head (``head="mlp"``, the default, and
+``head="steps"``) at D = 784, batch 128, all timed in turns in one process
 (:func:`csm_edu.experiments.timing.time_interleaved`, so load from other processes hits every
 measurement alike):
 
@@ -27,19 +28,24 @@ import time
 import torch
 
 from csm_edu import config, objectives
-from csm_edu.experiments import images, scaling, timing
+from csm_edu.experiments import images, timing
 from csm_edu.models import ARCSM
 
 DIM = 784
 
 
 def _mnist(mode, backbone):
-    return lambda: images.make_arcsm(backbone, images.image_config("mnist", mode))
+    """images.make_arcsm's model for MNIST in ``mode``, with the head of the caller's choice."""
+    def build(head):
+        cfg = images.image_config("mnist", mode)
+        net = images.make_arcsm(backbone, cfg).backbone
+        return ARCSM(DIM, context_dim=cfg["context_dim"], head_hidden=cfg["head_hidden"], backbone=net, head=head)
+    return build
 
 
-CONFIGS = {
-    "default": lambda: ARCSM(DIM),
-    "scaling": lambda: scaling.make_model(DIM),
+CONFIGS = {   # builders of head ("mlp" or "steps"), each the configuration named
+    "default": lambda head: ARCSM(DIM, head=head),
+    "scaling": lambda head: ARCSM(DIM, hidden=256, n_blocks=2, context_dim=16, head_hidden=32, head=head),  # scaling.make_model
     "mnist MADE (cpu)": _mnist("cpu_full", "made"),
     "mnist MADE (gpu)": _mnist("gpu", "made"),
     "mnist PixelCNN (cpu)": _mnist("cpu_full", "pixelcnn"),
@@ -77,6 +83,7 @@ def profile(times: dict) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--heads", nargs="+", default=["mlp", "steps"], choices=["mlp", "steps"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=128)
@@ -89,23 +96,23 @@ def main():
     print(f"{header} | D {DIM} | batch {args.batch} | {args.repeats} repeats, {args.statistic}")
     x = torch.randn(args.batch, DIM, generator=torch.Generator().manual_seed(0)).to(device)
     rows, start = [], time.perf_counter()
-    for name in args.configs:
+    for name, head in [(n, h) for n in args.configs for h in args.heads]:
         with config.seeded(0):
-            model = CONFIGS[name]().to(device)
+            model = CONFIGS[name](head).to(device)
         n_params = sum(p.numel() for p in model.parameters())
         for run in range(args.runs):
             times = timing.time_interleaved(PIECES, model, x, repeats=args.repeats, statistic=args.statistic)
             parts = profile(times)
-            row = {"config": name, "run": run, "params": n_params, "plain_ms": round(times["plain"], 2),
+            row = {"config": name, "head": head, "run": run, "params": n_params, "plain_ms": round(times["plain"], 2),
                    "csm_ms": round(times["CSM"], 2), "ratio": round(times["CSM"] / times["plain"], 3)}
             row.update({k.replace(" ", "_") + "_ms": round(v, 2) for k, v in parts.items()})
             rows.append(row)
-            print(f"{name:22s} run {run}: plain {times['plain']:8.1f} ms  CSM {times['CSM']:8.1f} ms  "
+            print(f"{name:22s} {head:5s} run {run}: plain {times['plain']:8.1f} ms  CSM {times['CSM']:8.1f} ms  "
                   f"ratio {row['ratio']:.3f} | " + "  ".join(f"{k} {v:.1f}" for k, v in parts.items()), flush=True)
-    print(f"\n{'configuration':22s} {'CSM / plain (median, min-max over runs)':>42s}")
-    for name in args.configs:
-        ratios = [r["ratio"] for r in rows if r["config"] == name]
-        print(f"{name:22s} {statistics.median(ratios):18.3f} ({min(ratios):.3f}-{max(ratios):.3f})")
+    print(f"\n{'configuration':22s} {'head':5s} {'CSM / plain (median, min-max over runs)':>42s}")
+    for name, head in [(n, h) for n in args.configs for h in args.heads]:
+        ratios = [r["ratio"] for r in rows if r["config"] == name and r["head"] == head]
+        print(f"{name:22s} {head:5s} {statistics.median(ratios):18.3f} ({min(ratios):.3f}-{max(ratios):.3f})")
     with open(args.csv, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -9,7 +9,7 @@ Taking the data point itself as the reference point of the integral of the score
 and log q(x) = sum_d log q(x_d | x_<d). The value is that of the model restricted (and normalised)
 to the box [lo, hi]^D; the error estimate includes what the restriction costs, log(1 + T / Z) per
 conditional, with T the mass outside [lo, hi] and Z the mass inside (``_log_tail``: a bound for
-models with a Gaussian envelope such as :class:`csm_edu.models.ARCSM`, else an exponential
+models with a Gaussian envelope such as :class:`csm_edu.models.ARCSM` with ``head="steps"``, else an exponential
 extrapolation of the score at the ends, infinite where the score does not point back into the
 box). So the estimate says when ``bounds`` are too narrow for the model, and the value agrees,
 within the estimates, on every box that holds the mass.
@@ -47,15 +47,16 @@ def _log_tail(model, context, end, u_end, s_end, side):
     r"""log of the mass beyond ``end`` (relative to the reference point), one side (``side`` +1: above
     hi, -1: below lo): (m, D).
 
-    With the model's Gaussian envelope (``model.tail_bound(context, lo, hi)``, e.g. ARCSM's:
+    With the model's Gaussian envelope (``model.tail_bound(context, lo, hi)``, e.g. ARCSM's steps head:
     s(t) <= -(t - c) / v for every t beyond ``end`` on the upper side), a bound: e^{u(end)} \int_{end}^\infty e^{-((t-c)^2 - (end-c)^2)/(2v)} dt
     = e^{u(end)} \sqrt{\pi v / 2}\,\mathrm{erfcx}(z / \sqrt 2), z = (end - c)/\sqrt v. Otherwise an
     exponential extrapolation of the end's score, e^{u(end)} / |s(end)| (an upper bound when the
     score keeps decreasing beyond the box, i.e. log-concave tails), and +inf where the score at
     the end does not point back into the box.
     """
-    if hasattr(model, "tail_bound"):
-        c_lo, c_hi, var = model.tail_bound(context, end, end)
+    envelope = model.tail_bound(context, end, end) if hasattr(model, "tail_bound") else None
+    if envelope is not None:
+        c_lo, c_hi, var = envelope
         z = (end - c_hi if side > 0 else c_lo - end) / var.sqrt()
         return u_end + 0.5 * torch.log(0.5 * math.pi * var) + torch.log(torch.special.erfcx(z / math.sqrt(2.0)))
     decay = -side * s_end
@@ -87,7 +88,7 @@ def _log_conditionals(model, context, x, lo, hi, n_nodes, tails=False):
 
 def arcsm_log_prob(model, x: torch.Tensor, bounds: Sequence[float] = (-6.0, 6.0), n_nodes: int = 256,
                    return_error: bool = False, y: Optional[torch.Tensor] = None, per_dim: bool = False,
-                   chunk_size: Optional[int] = None):
+                   chunk_size: Optional[int] = None, tails: bool = True):
     r"""log q(x) of an autoregressive score model (e.g. :class:`csm_edu.models.ARCSM`) by quadrature.
 
     ``model`` needs ``dim``, ``context(x, y)`` and a broadcasting ``head(context, x)`` (see
@@ -96,6 +97,7 @@ def arcsm_log_prob(model, x: torch.Tensor, bounds: Sequence[float] = (-6.0, 6.0)
     Returns per-row log q(x), shape (n,) (``per_dim=True``: the (n, D) log conditionals); with
     ``return_error=True`` also the error estimate of the same shape (see the module docstring).
     ``chunk_size`` rows are processed at once (default: about 2^16 head evaluations per chunk).
+    ``tails=False`` leaves the mass outside ``bounds`` out of the error estimate (resolution only).
     """
     dim = checks.positive_int(getattr(model, "dim", 0), "model.dim")
     x = checks.as_batch(x, "x", dim=dim)
@@ -114,9 +116,9 @@ def arcsm_log_prob(model, x: torch.Tensor, bounds: Sequence[float] = (-6.0, 6.0)
     with torch.no_grad():
         context = model.context(x, y)
         for rows in torch.split(torch.arange(x.shape[0], device=x.device), chunk_size):
-            fine, coarse, tail = _log_conditionals(model, context[rows], x[rows], lo, hi, n_nodes, tails=True)
+            fine, coarse, *tail = _log_conditionals(model, context[rows], x[rows], lo, hi, n_nodes, tails=tails)
             values.append((4 * fine - coarse) / 3)
-            errors.append((fine - coarse).abs() / 3 + tail)
+            errors.append((fine - coarse).abs() / 3 + (tail[0] if tails else 0.0))
     value, error = torch.cat(values), torch.cat(errors)
     if not per_dim:
         value, error = value.sum(1), error.sum(1)

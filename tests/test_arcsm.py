@@ -44,10 +44,11 @@ def test_context_depends_only_on_earlier_variables(dim):
     assert torch.equal(net.connectivity().bool(), allowed)
 
 
+@pytest.mark.parametrize("head", ["mlp", "steps"])
 @pytest.mark.parametrize("dim", [2, 5, 10])
-def test_score_jacobian_is_lower_triangular_with_the_returned_diagonal(dim):
+def test_score_jacobian_is_lower_triangular_with_the_returned_diagonal(dim, head):
     order = ORDERS[dim]
-    model = _randomise(ARCSM(dim, hidden=32, n_blocks=2, context_dim=4, head_hidden=16, order=order).double())
+    model = _randomise(ARCSM(dim, hidden=32, n_blocks=2, context_dim=4, head_hidden=16, order=order, head=head).double())
     x = torch.randn(3, dim, dtype=torch.float64)
     s, diag = model.scores_and_diagonal(x)
     pos = _position(order, dim)
@@ -71,7 +72,7 @@ def test_composite_score_matching_equals_brute_force_and_trains_parameters():
         brute += float((0.5 * s ** 2 + torch.diagonal(jac)).sum().detach()) / len(x)
     assert abs(float(loss.detach()) - brute) < 1e-10
     loss.backward()
-    assert model.head_params.weight.grad is not None and model.head_params.weight.grad.abs().sum() > 0
+    assert model.head_x.grad is not None and model.head_x.grad.abs().sum() > 0
     assert model.backbone.input_layer.weight.grad.abs().sum() > 0
 
 
@@ -313,9 +314,12 @@ def test_a_plugged_in_backbone_brings_its_order_and_a_wrong_shape_is_caught():
         ARCSM(3, context_dim=5, backbone=ResMADE(3, 4, hidden=8)).conditional_scores(torch.zeros(2, 3))
 
 
-def test_closed_form_head_diagonal_matches_double_backward_in_values_and_gradients():
+@pytest.mark.parametrize("head, block_rows", [("mlp", 4096), ("mlp", 7), ("steps", 4096)])
+def test_closed_form_head_diagonal_matches_double_backward_in_values_and_gradients(head, block_rows, monkeypatch):
     """ARCSM.scores_and_diagonal (closed-form derivative + hand-written backward) == the generic autograd path."""
-    model = _randomise(ARCSM(6, hidden=16, context_dim=4, head_hidden=8, cond_dim=2, n_bumps=3).double())
+    from csm_edu.models.arcsm import _SiLUHeadWithDiagonal
+    monkeypatch.setattr(_SiLUHeadWithDiagonal, "cpu_block_rows", block_rows)   # 30 rows: one block, or 5 blocks
+    model = _randomise(ARCSM(6, hidden=16, context_dim=4, head_hidden=8, cond_dim=2, head=head, n_bumps=3).double())
     x = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
     y = torch.randn(5, 2, dtype=torch.float64)
     weights = torch.rand(2, 5, 6, dtype=torch.float64)   # a loss that weights s and diag differently
@@ -331,7 +335,15 @@ def test_closed_form_head_diagonal_matches_double_backward_in_values_and_gradien
         assert torch.allclose(a, b, atol=1e-10)
 
 
-def test_closed_form_head_passes_gradcheck():
+def test_closed_form_mlp_head_passes_gradcheck():
+    from csm_edu.models.arcsm import _SiLUHeadWithDiagonal
+    gen = torch.Generator().manual_seed(0)
+    args = [torch.randn(shape, dtype=torch.float64, generator=gen).requires_grad_(True)
+            for shape in [(2, 3, 4), (4,), (4, 4), (4,), (4,), ()]]
+    assert torch.autograd.gradcheck(_SiLUHeadWithDiagonal.apply, args)
+
+
+def test_closed_form_steps_head_passes_gradcheck():
     from csm_edu.models.arcsm import _BumpHeadWithDiagonal
     gen = torch.Generator().manual_seed(0)
     raw = torch.randn(2, 3, 3 * 4 + 2, dtype=torch.float64, generator=gen).requires_grad_(True)
@@ -341,7 +353,7 @@ def test_closed_form_head_passes_gradcheck():
 
 def test_head_has_gaussian_tails_for_any_parameters():
     """Beyond hi = 1 the score is below -(t - c_hi) / v, before lo = -1 above -(t - c_lo) / v: normalisable on R."""
-    model = _randomise(ARCSM(3, hidden=16, context_dim=4, head_hidden=8, n_bumps=4), scale=2.0).double()
+    model = _randomise(ARCSM(3, hidden=16, context_dim=4, head_hidden=8, head="steps", n_bumps=4), scale=2.0).double()
     x = torch.randn(4, 3, dtype=torch.float64)
     context = model.context(x)
     lo, hi, var = (v.detach() for v in model.tail_bound(context, -1.0, 1.0))

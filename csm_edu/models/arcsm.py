@@ -74,18 +74,19 @@ class AutoregressiveScoreModel(nn.Module):
 
     def log_prob(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, *, bounds: Optional[Sequence[float]] = None,
                  n_nodes: Optional[int] = None, return_error: bool = False, per_dim: bool = False,
-                 chunk_size: Optional[int] = None):
+                 chunk_size: Optional[int] = None, tails: bool = True):
         r"""log q(x), shape (n,), by 1-D quadrature of every conditional score on ``bounds``
         (:func:`csm_edu.quadrature.arcsm_log_prob`, whose options these are):
 
         .. math:: \log q(x_d \mid x_{<d}) = -\log \int_{lo}^{hi} \exp\Bigl(\int_{x_d}^{t} s_d\Bigr) dt.
 
         ``bounds`` and ``n_nodes`` default to the model's support (:meth:`set_support`);
-        ``per_dim=True`` gives the (n, D) log conditionals, ``return_error=True`` also the error estimate.
+        ``per_dim=True`` gives the (n, D) log conditionals, ``return_error=True`` also the error estimate
+        (with ``tails=True`` it includes the mass the box leaves out; ``tails=False``: the resolution error only).
         """
         return arcsm_log_prob(self, x, bounds=self.bounds if bounds is None else bounds,
                               n_nodes=self.n_nodes if n_nodes is None else n_nodes, return_error=return_error,
-                              y=y, per_dim=per_dim, chunk_size=chunk_size)
+                              y=y, per_dim=per_dim, chunk_size=chunk_size, tails=tails)
 
     def conditional_log_probs(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, **options) -> torch.Tensor:
         """log q(x_d | x_<d) for every d, shape (n, D), by quadrature (:meth:`log_prob` with ``per_dim=True``)."""
@@ -147,7 +148,8 @@ class AutoregressiveScoreModel(nn.Module):
         return s, diag
 
 
-LOG_LIMIT = 12.0    # |log v| and |log b| of ARCSM's head stay below this (a smooth bound)
+LOG_LIMIT = 12.0    # |log v| and |log b| of ARCSM's steps head stay below this (a smooth bound)
+HEADS = ("mlp", "steps")
 
 
 class ARCSM(AutoregressiveScoreModel):
@@ -165,37 +167,39 @@ class ARCSM(AutoregressiveScoreModel):
     (C, H, W) to D in raster order); ``context_dim`` must then be its channel count and the
     ``hidden``/``n_blocks`` arguments are unused.
 
-    **Head.** From the context alone, one small MLP shared by all dimensions (with a learned
-    per-dimension embedding e_d, which lets it tell dimensions apart behind a convolutional backbone)
-    gives the 3K + 2 numbers of the d-th conditional,
+    **Heads.** ``head="mlp"`` (default): one MLP shared by all dimensions,
 
-    .. math:: (m, \log v, a_{1..K}, \log b_{1..K}, o_{1..K}) = P\,\phi(A c_d + e_d) + p_0,\qquad \phi = \mathrm{SiLU},
+    .. math:: s_d = w^\top \phi\bigl(V\phi(A c_d + e_d + a\,x_d)\bigr) + b,\qquad \phi = \mathrm{SiLU},
 
+    where e_d is a learned per-dimension embedding (it lets the head tell dimensions apart behind a
+    convolutional backbone); x_d enters only through the first layer, so A c_d is computed once for
+    many x_d (quadrature, sampler), and ds_d/dx_d is carried forward through the MLP in closed form
+    (:class:`_SiLUHeadWithDiagonal`). Nothing makes its conditionals decay beyond the data.
+
+    ``head="steps"``: from the context alone, an MLP gives the 3K + 2 numbers of the d-th
+    conditional, (m, log v, a_{1..K}, log b_{1..K}, o_{1..K}) = P phi(A c_d + e_d) + p_0 (K = ``n_bumps``),
     and x_d enters only through the closed form
 
-    .. math:: s_d = -\frac{1}{v}\Bigl(x_d - m - \sum_{k=1}^K a_k \tanh\bigl(b_k (x_d - o_k)\bigr)\Bigr),
+    .. math:: s_d = -\frac{x_d - m}{v} + \sum_{k=1}^K a_k \tanh\bigl(b_k (x_d - o_k)\bigr),
               \qquad
-              \frac{\partial s_d}{\partial x_d} = -\frac{1}{v}\Bigl(1 - \sum_k a_k b_k \bigl(1 - \tanh^2 b_k(x_d - o_k)\bigr)\Bigr).
+              \frac{\partial s_d}{\partial x_d} = -\frac1v + \sum_k a_k b_k \bigl(1 - \tanh^2 b_k(x_d - o_k)\bigr).
 
-    It reads as a Gaussian N(m, v) whose mean moves with x_d by a sum of K smooth steps: the
-    score of an equal-variance Gaussian mixture has this form, with a step of height mu_{j+1} - mu_j
-    between neighbouring modes, and the slopes of the steps shape the local precision. Since
-    |sum_k a_k tanh| <= A = sum_k |a_k|, the score is below -(x_d - m - A) / v for x_d > m + A and
-    above -(x_d - m + A) / v for x_d < m - A: every conditional has Gaussian tails and is
-    normalisable on all of R, for any parameters (:meth:`tail_bound` gives the envelopes); log v and log b are bounded
-    smoothly by ``LOG_LIMIT`` so that this also holds in floating point. The derivative along x_d is
-    elementwise (no matrix product depends on x_d), so :meth:`scores_and_diagonal` costs little more
-    than the scores, and at many x_d for a fixed context (quadrature, samplers) the MLP runs once.
+    A Gaussian base score plus a bounded correction (|sum_k a_k tanh| <= sum_k |a_k|): every
+    conditional has Gaussian tails and is normalisable on all of R, for any parameters
+    (:meth:`tail_bound` gives the envelopes; log v and log b are bounded smoothly by ``LOG_LIMIT``
+    so that this also holds in floating point). The derivative along x_d is elementwise (no matrix
+    product depends on x_d), so :meth:`scores_and_diagonal` costs little more than the scores.
     """
 
     def __init__(self, dim: int, hidden: int = 64, n_blocks: int = 2, context_dim: int = 16,
                  order: Optional[Sequence[int]] = None, cond_dim: int = 0, head_hidden: int = 64,
-                 backbone: Optional[nn.Module] = None, n_bumps: int = 8):
+                 backbone: Optional[nn.Module] = None, head: str = "mlp", n_bumps: int = 8):
         super().__init__()
         self.dim = checks.positive_int(dim, "dim")
         self.context_dim = checks.positive_int(context_dim, "context_dim")
         self.cond_dim = checks.positive_int(cond_dim, "cond_dim", minimum=0)
         head_hidden = checks.positive_int(head_hidden, "head_hidden")
+        self.head_kind = checks.one_of(head, "head", HEADS)
         self.n_bumps = checks.positive_int(n_bumps, "n_bumps")
         if backbone is None:
             backbone = ResMADE(dim, context_dim, hidden, n_blocks, order, cond_dim)
@@ -207,7 +211,13 @@ class ARCSM(AutoregressiveScoreModel):
             order = backbone_order.tolist()
         self.register_buffer("order", check_order(order, self.dim))
         self.head_context = nn.Linear(self.context_dim, head_hidden)
+        if self.head_kind == "mlp":
+            self.head_x = nn.Parameter(torch.empty(head_hidden).uniform_(-1.0, 1.0))
         self.embedding = nn.Parameter(torch.zeros(self.dim, head_hidden))
+        if self.head_kind == "mlp":
+            self.head_out = nn.Sequential(nn.SiLU(), nn.Linear(head_hidden, head_hidden), nn.SiLU(),
+                                          nn.Linear(head_hidden, 1))
+            return
         self.head_params = nn.Linear(head_hidden, 3 * self.n_bumps + 2)
         log_columns = torch.zeros(3 * self.n_bumps + 2, dtype=torch.bool)
         log_columns[1] = True
@@ -227,7 +237,7 @@ class ARCSM(AutoregressiveScoreModel):
         return c
 
     def head_parameters(self, context: torch.Tensor, dims: Optional[torch.Tensor] = None):
-        r"""(m, log v, a, log b, o) of the conditionals, from the context alone (see the class docstring).
+        r"""(m, log v, a, log b, o) of the steps head's conditionals, from the context alone (class docstring).
 
         ``context`` (..., D', C) -> m and log v of shape (..., D'), a, log b and o of shape (..., D', K).
         """
@@ -241,14 +251,22 @@ class ARCSM(AutoregressiveScoreModel):
         bounded = LOG_LIMIT * torch.tanh(raw / LOG_LIMIT)
         return torch.where(self._log_columns, bounded, raw)
 
+    def _head_input(self, context: torch.Tensor, x: torch.Tensor, dims: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """h_0 = A c_d + e_d + a x_d, the MLP head's first pre-activation (the only place x_d enters)."""
+        embedding = self.embedding if dims is None else self.embedding[dims]
+        return torch.addcmul(self.head_context(context) + embedding, x.unsqueeze(-1), self.head_x)
+
     def head(self, context: torch.Tensor, x: torch.Tensor, dims: Optional[torch.Tensor] = None) -> torch.Tensor:
         """s[..., k] = f(context[..., k, :], x[..., k]) for variable dims[k] (all D when dims is None)."""
+        if self.head_kind == "mlp":
+            return self.head_out(self._head_input(context, x, dims)).squeeze(-1)
         return _bump_scores(*self.head_parameters(context, dims), x)[0]
 
     def scores_and_diagonal(self, x: torch.Tensor, y: Optional[torch.Tensor] = None):
         r"""(s, diag) as in :meth:`AutoregressiveScoreModel.scores_and_diagonal`, with the head's
-        derivative along x_d in closed form (the class docstring's second formula), computed in the
-        same pass as s from the same tanh values: no second pass through any matrix product.
+        derivative along x_d in closed form: carried forward through the MLP head
+        (:class:`_SiLUHeadWithDiagonal`), or for the steps head the class docstring's second formula,
+        from the same tanh values as s (:class:`_BumpHeadWithDiagonal`: no matrix product depends on x_d).
 
         Same values and gradients as the generic double-backward path (a test checks both in
         float64). A subclass that overrides :meth:`head` gets the generic path.
@@ -256,22 +274,31 @@ class ARCSM(AutoregressiveScoreModel):
         if type(self).head is not ARCSM.head:
             return super().scores_and_diagonal(x, y)
         x = self._check_x(x)
+        if self.head_kind == "mlp":
+            h0 = self._head_input(self.context(x, y), x)
+            hidden, out = self.head_out[1], self.head_out[3]
+            return _SiLUHeadWithDiagonal.apply(h0, self.head_x, hidden.weight, hidden.bias,
+                                              out.weight.view(-1), out.bias.view(()))
         return _BumpHeadWithDiagonal.apply(self._head_raw(self.context(x, y)), x)
 
     @torch.no_grad()
     def tail_bound(self, context: torch.Tensor, lo, hi, dims: Optional[torch.Tensor] = None):
-        r"""Gaussian envelopes of the tails beyond [lo, hi]: (c_lo, c_hi, v), each of shape (..., D').
+        r"""Gaussian envelopes of the tails beyond [lo, hi]: (c_lo, c_hi, v), each of shape (..., D');
+        None for the MLP head, which has none.
 
         For t >= hi every step obeys a_k tanh(b_k (t - o_k)) <= max(a_k, a_k tanh(b_k (hi - o_k))), so
-        s_d(t) <= -(t - c_hi) / v with c_hi = m + sum_k max(a_k, a_k tanh(b_k (hi - o_k))); for t <= lo,
-        s_d(t) >= -(t - c_lo) / v with c_lo = m + sum_k min(-a_k, a_k tanh(b_k (lo - o_k))). Steps that
+        s_d(t) <= -(t - c_hi) / v with c_hi = m + v sum_k max(a_k, a_k tanh(b_k (hi - o_k))); for t <= lo,
+        s_d(t) >= -(t - c_lo) / v with c_lo = m + v sum_k min(-a_k, a_k tanh(b_k (lo - o_k))). Steps that
         lie inside the box count with their sign, so opposite steps cancel in the bound too.
         """
+        if self.head_kind == "mlp":
+            return None
         m, log_v, a, log_b, o = self.head_parameters(context, dims)
         b = log_b.exp()
-        c_hi = m + torch.maximum(a, a * torch.tanh(b * (hi - o))).sum(-1)
-        c_lo = m + torch.minimum(-a, a * torch.tanh(b * (lo - o))).sum(-1)
-        return c_lo, c_hi, log_v.exp()
+        var = log_v.exp()
+        c_hi = m + var * torch.maximum(a, a * torch.tanh(b * (hi - o))).sum(-1)
+        c_lo = m + var * torch.minimum(-a, a * torch.tanh(b * (lo - o))).sum(-1)
+        return c_lo, c_hi, var
 
     def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.conditional_scores(x, y)
@@ -282,19 +309,19 @@ def _split_head(raw, k):
 
 
 def _bump_scores(m, log_v, a, log_b, o, x, diagonal=False):
-    r"""s = -(x - m - sum_k a_k tanh(b_k (x - o_k))) / v and, with ``diagonal``, ds/dx (ARCSM's head).
+    r"""s = -(x - m) / v + sum_k a_k tanh(b_k (x - o_k)) and, with ``diagonal``, ds/dx (ARCSM's head).
 
     Parameters broadcast against x as (..., D) for m, log v and (..., D, K) for a, log b, o.
-    The derivative reuses the tanh values t_k: ds/dx = -(1 - sum_k a_k b_k (1 - t_k^2)) / v.
+    The derivative reuses the tanh values t_k: ds/dx = sum_k a_k b_k (1 - t_k^2) - 1 / v.
     """
     precision = torch.exp(-log_v)
     b = log_b.exp()
     t = torch.tanh(b * (x.unsqueeze(-1) - o))
-    s = (torch.sum(a * t, -1) + m - x) * precision
+    s = torch.sum(a * t, -1) + (m - x) * precision
     if not diagonal:
         return s, None
     ab = a * b
-    diag = (torch.sum(ab - ab * t * t, -1) - 1.0) * precision
+    diag = torch.sum(ab - ab * t * t, -1) - precision
     return s, diag
 
 
@@ -304,12 +331,12 @@ class _BumpHeadWithDiagonal(torch.autograd.Function):
     Input: the head MLP's output ``raw`` (..., D, 3K + 2) (m, log v, a, log b, o) and x (..., D).
     With lambda = 1/v, t_k = tanh(b_k u_k), u_k = x - o_k, q_k = 1 - t_k^2:
 
-    .. math:: s = \lambda\,(\textstyle\sum_k a_k t_k + m - x),\qquad
-              \delta = \partial s/\partial x = \lambda\,(\textstyle\sum_k a_k b_k q_k - 1).
+    .. math:: s = \lambda\,(m - x) + \textstyle\sum_k a_k t_k,\qquad
+              \delta = \partial s/\partial x = \textstyle\sum_k a_k b_k q_k - \lambda.
 
-    For upstream gradients (\bar s, \bar\delta): \bar m = \lambda\bar s, \overline{\log v} = -(\bar s s + \bar\delta\delta),
-    \bar a_k = \lambda(\bar s t_k + \bar\delta b_k q_k), and with g_k = \lambda a_k q_k(\bar s - 2\bar\delta b_k t_k)
-    (the gradient of z_k = b_k u_k): \overline{\log b}_k = b_k(g_k u_k + \bar\delta\lambda a_k q_k),
+    For upstream gradients (\bar s, \bar\delta): \bar m = \lambda\bar s, \overline{\log v} = \lambda(\bar\delta - \bar s (m - x)),
+    \bar a_k = \bar s t_k + \bar\delta b_k q_k, and with g_k = a_k q_k(\bar s - 2\bar\delta b_k t_k)
+    (the gradient of z_k = b_k u_k): \overline{\log b}_k = b_k(g_k u_k + \bar\delta a_k q_k),
     \bar o_k = -b_k g_k, \bar x = -\lambda\bar s + \sum_k b_k g_k. Everything is elementwise on (rows, K):
     only t is kept for the backward.
     """
@@ -321,36 +348,118 @@ class _BumpHeadWithDiagonal(torch.autograd.Function):
         precision = torch.exp(-log_v)
         b = log_b.exp()
         t = torch.tanh(b * (x.unsqueeze(-1) - o))
-        s = (torch.sum(a * t, -1) + m - x) * precision
+        s = torch.sum(a * t, -1) + (m - x) * precision
         ab = a * b
-        diag = (torch.sum(ab - ab * t * t, -1) - 1.0) * precision
-        ctx.save_for_backward(raw, x, t, s, diag)
+        diag = torch.sum(ab - ab * t * t, -1) - precision
+        ctx.save_for_backward(raw, x, t)
         return s, diag
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_s, grad_diag):
-        raw, x, t, s, diag = ctx.saved_tensors
+        raw, x, t = ctx.saved_tensors
         k = t.shape[-1]
         m, log_v, a, log_b, o = _split_head(raw, k)
         precision = torch.exp(-log_v)
         b = log_b.exp()
         u = x.unsqueeze(-1) - o
         q = 1.0 - t * t
-        gs = (grad_s * precision).unsqueeze(-1)                  # lambda s-bar
-        gd = (grad_diag * precision).unsqueeze(-1)               # lambda delta-bar
+        gs, gd = grad_s.unsqueeze(-1), grad_diag.unsqueeze(-1)
         aq = a * q
         gd_aq = gd * aq
         g = aq * gs - 2.0 * b * t * gd_aq                       # gradient of z_k = b_k u_k
         bg = b * g
         grad_raw = torch.empty_like(raw)
-        grad_raw[..., 0] = gs.squeeze(-1)
-        grad_raw[..., 1] = -(grad_s * s + grad_diag * diag)
+        grad_raw[..., 0] = grad_s * precision
+        grad_raw[..., 1] = (grad_diag - grad_s * (m - x)) * precision
         grad_raw[..., 2:2 + k] = gs * t + gd * b * q
         grad_raw[..., 2 + k:2 + 2 * k] = bg * u + b * gd_aq
         grad_raw[..., 2 + 2 * k:] = -bg
-        grad_x = bg.sum(-1) - gs.squeeze(-1) if ctx.needs_input_grad[1] else None
+        grad_x = bg.sum(-1) - grad_s * precision if ctx.needs_input_grad[1] else None
         return grad_raw, grad_x
+
+
+def _silu_parts_into(h, sig, p, z, g):
+    """Write sig = sigmoid(h), p = sig (1 - sig), z = silu(h) = h sig and g = silu'(h) = sig + h p."""
+    torch.sigmoid(h, out=sig)
+    torch.addcmul(sig, sig, sig, value=-1.0, out=p)
+    torch.mul(h, sig, out=z)
+    torch.addcmul(sig, h, p, out=g)
+
+
+class _SiLUHeadWithDiagonal(torch.autograd.Function):
+    r"""ARCSM's head and its derivative along x_d in one pass (forward mode), with a hand-written backward.
+
+    With h_0 = A c_d + e_d + a x_d (so dh_0/dx_d = a), \phi = SiLU, h_1 = \phi(h_0), u = W h_1 + b_1:
+
+    .. math::
+        s_d = w^\top \phi(u) + b_2,\qquad
+        \frac{\partial s_d}{\partial x_d} = w^\top\bigl[\phi'(u)\odot \tau\bigr],\qquad
+        \tau = W\bigl[\phi'(h_0)\odot a\bigr] = (W\,\mathrm{diag}(a))\,\phi'(h_0).
+
+    The backward for upstream gradients (\bar s, \bar\delta) of (s, diag) is the chain rule written
+    out, with \phi'' = \sigma(1-\sigma)(2 + h - 2\phi):
+    \bar\tau = \bar\delta\, w\odot\phi'(u), \bar u = w\odot[\bar s\,\phi'(u) + \bar\delta\,\tau\odot\phi''(u)],
+    \bar h_0 = \phi'(h_0)\odot W^\top\bar u + \phi''(h_0)\odot(W\mathrm{diag}(a))^\top\bar\tau, plus the
+    weight gradients. Autograd's double backward computes the same numbers op by op on the whole
+    (n D, H) activation; here, on a CPU, rows are processed in blocks of ``cpu_block_rows`` so that a
+    block's intermediate values stay in the cache (these passes are limited by memory bandwidth), and
+    only what the backward needs is kept. On a GPU the whole tensor is one block. Once differentiable.
+    """
+
+    cpu_block_rows = 4096
+
+    @staticmethod
+    def forward(ctx, h0, a, W, b1, w, b2):
+        shape = h0.shape
+        h0 = h0.reshape(-1, shape[-1])
+        n_rows = h0.shape[0]
+        block = n_rows if h0.is_cuda else _SiLUHeadWithDiagonal.cpu_block_rows
+        Wa = W * a
+        p0, z0, g0, u, p1, z1, g1, tau = (torch.empty_like(h0) for _ in range(8))
+        sig = torch.empty_like(h0[:block])           # scratch, one block
+        g1_tau = torch.empty_like(h0[:block])
+        s = h0.new_empty(n_rows)
+        diag = h0.new_empty(n_rows)
+        for start in range(0, n_rows, block):
+            r = slice(start, start + block)
+            m = min(block, n_rows - start)
+            _silu_parts_into(h0[r], sig[:m], p0[r], z0[r], g0[r])
+            torch.addmm(b1, z0[r], W.t(), out=u[r])
+            torch.mm(g0[r], Wa.t(), out=tau[r])
+            _silu_parts_into(u[r], sig[:m], p1[r], z1[r], g1[r])
+            torch.mul(g1[r], tau[r], out=g1_tau[:m])
+            torch.addmv(b2, z1[r], w, out=s[r])
+            torch.mv(g1_tau[:m], w, out=diag[r])
+        ctx.save_for_backward(h0, p0, z0, g0, u, p1, z1, g1, tau, a, W, Wa, w)
+        ctx.shape, ctx.block = shape, block
+        return s.view(shape[:-1]), diag.view(shape[:-1])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_s, grad_diag):
+        h0, p0, z0, g0, u, p1, z1, g1, tau, a, W, Wa, w = ctx.saved_tensors
+        grad_s, grad_diag = grad_s.reshape(-1), grad_diag.reshape(-1)
+        grad_h0 = torch.empty_like(h0)
+        grad_w = z1.t() @ grad_s
+        grad_W, grad_Wa, grad_b1 = torch.zeros_like(W), torch.zeros_like(W), torch.zeros_like(w)
+        for start in range(0, h0.shape[0], ctx.block):
+            r = slice(start, start + ctx.block)
+            grad_w.addmv_((g1[r] * tau[r]).t(), grad_diag[r])
+            grad_diag_w = torch.outer(grad_diag[r], w)
+            grad_tau = g1[r] * grad_diag_w
+            # grad_u = w * (grad_s phi'(u) + grad_diag tau phi''(u))
+            grad_u = torch.add(u[r], z1[r], alpha=-2.0).add_(2.0).mul_(p1[r]).mul_(tau[r]).mul_(grad_diag_w)
+            grad_u.addcmul_(g1[r], torch.outer(grad_s[r], w))
+            grad_Wa.addmm_(grad_tau.t(), g0[r])
+            grad_W.addmm_(grad_u.t(), z0[r])
+            grad_b1 += grad_u.sum(0)
+            # grad_h0 = phi''(h0) * (grad_tau Wa) + phi'(h0) * (grad_u W)
+            torch.add(h0[r], z0[r], alpha=-2.0, out=grad_h0[r])
+            grad_h0[r].add_(2.0).mul_(p0[r]).mul_(grad_tau @ Wa).addcmul_(grad_u @ W, g0[r])
+        grad_a = (grad_Wa * W).sum(0)
+        grad_W += grad_Wa * a
+        return grad_h0.view(ctx.shape), grad_a, grad_W, grad_b1, grad_w, grad_s.sum()
 
 
 # ---- exact conditionals of the analytic targets (for tests, metrics and the lesson's widget) ----
