@@ -31,3 +31,4 @@ def test_opening_a_lesson_does_not_mark_it_modified(name, jupyter_lab, chromium_
         assert dirty == 0, f"JupyterLab marked {name} modified on opening (metadata differs from what it writes)"
     finally:
         page.close()
+        jupyter_lab.shutdown_kernels()  # the next browser test gets the CPU to itself
