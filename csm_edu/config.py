@@ -84,7 +84,7 @@ def setup_notebook(seed: int = 0, *, quick: Optional[bool] = None) -> dict:
 
     In quick mode PyTorch uses one thread (two threads collapsed 5-10x on a busy 2-core machine).
     Freed memory is kept by the allocator (:func:`keep_freed_memory`; CSM training steps ran
-    15-30% faster on Linux). Figures get the kit's seaborn theme (``viz.use_theme``).
+    15-30% faster on Linux).
     """
     if quick is not None:
         set_quick(quick)
@@ -92,8 +92,6 @@ def setup_notebook(seed: int = 0, *, quick: Optional[bool] = None) -> dict:
     if QUICK:
         torch.set_num_threads(1)
     kept = keep_freed_memory()
-    from . import viz  # plotting is imported only by notebooks, not by the library's core
-    viz.use_theme()
     return {"quick": QUICK, "device": str(device()), "threads": torch.get_num_threads(), "seed": seed,
             "freed_memory_kept": kept}
 

@@ -181,3 +181,6 @@ def image_grid(images, *, nrow: Optional[int] = None, ax=None, title: Optional[s
     if title:
         ax.set_title(title)
     return fig
+
+
+use_theme()   # importing the kit's plots (every lesson does) gives every later figure its theme

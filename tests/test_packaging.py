@@ -156,7 +156,9 @@ def test_wheel_installed_outside_the_checkout_runs_lessons_00_and_09(tmp_path):
         assert str(REPO / "csm_edu") not in text, f"{name} imported csm_edu from the checkout"
 
 
-def test_setup_notebook_applies_the_seaborn_theme_to_every_later_plot():
+def test_the_seaborn_theme_applies_to_every_later_plot():
+    import subprocess
+    import sys
     import matplotlib
     import matplotlib.pyplot as plt
     from csm_edu import viz
@@ -164,8 +166,7 @@ def test_setup_notebook_applies_the_seaborn_theme_to_every_later_plot():
     with matplotlib.rc_context():
         matplotlib.rcParams["axes.spines.top"] = True
         matplotlib.rcParams["axes.prop_cycle"] = matplotlib.cycler(color=["k"])
-        info = config.setup_notebook(seed=0)
-        assert info["seed"] == 0
+        viz.use_theme()
         assert matplotlib.rcParams["axes.spines.top"] is False
         import seaborn as sns
         expected = [matplotlib.colors.to_hex(c) for c in sns.color_palette(viz.THEME["palette"])]
@@ -173,3 +174,7 @@ def test_setup_notebook_applies_the_seaborn_theme_to_every_later_plot():
         line, = ax.plot([0, 1], [0, 1])
         assert matplotlib.colors.to_hex(line.get_color()) == expected[0]
         plt.close(fig)
+    # a lesson gets the theme by importing the kit's plots (the library's core never imports them)
+    probe = "import matplotlib; import csm_edu.viz; print(matplotlib.rcParams['axes.spines.top'])"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr
