@@ -268,7 +268,7 @@ class TimeScoreNet(nn.Module):
     -z, the noise) stays O(1) at every t.
     """
 
-    def __init__(self, sde: SDE, dim: int = 2, hidden: int = 128, depth: int = 3,
+    def __init__(self, sde: SDE, *, dim: int = 2, hidden: int = 128, depth: int = 3,
                  n_frequencies: int = 8, max_frequency: float = 1.0, data_std: float = 1.0):
         super().__init__()
         if not isinstance(sde, SDE):

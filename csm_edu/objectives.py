@@ -254,7 +254,7 @@ def negative_log_likelihood(model, x: torch.Tensor, y: Optional[torch.Tensor] = 
     return -log_p.mean()
 
 
-def composite_denoising_score_matching(model, x: torch.Tensor, sigma: float, y: Optional[torch.Tensor] = None,
+def composite_denoising_score_matching(model, x: torch.Tensor, sigma: float, *, y: Optional[torch.Tensor] = None,
                                        generator: Optional[torch.Generator] = None) -> torch.Tensor:
     r"""Denoising version of composite score matching for an autoregressive score model.
 

@@ -86,7 +86,7 @@ def _log_conditionals(model, context, x, lo, hi, n_nodes, tails=False):
     return -log_box, -torch.logaddexp(*coarse), tail_error
 
 
-def arcsm_log_prob(model, x: torch.Tensor, bounds: Sequence[float] = (-6.0, 6.0), n_nodes: int = 256,
+def arcsm_log_prob(model, x: torch.Tensor, *, bounds: Sequence[float] = (-6.0, 6.0), n_nodes: int = 256,
                    return_error: bool = False, y: Optional[torch.Tensor] = None, per_dim: bool = False,
                    chunk_size: Optional[int] = None, tails: bool = True):
     r"""log q(x) of an autoregressive score model (e.g. :class:`csm_edu.models.ARCSM`) by quadrature.
@@ -128,7 +128,7 @@ def arcsm_log_prob(model, x: torch.Tensor, bounds: Sequence[float] = (-6.0, 6.0)
     return (value, error) if return_error else value
 
 
-def joint_score(model, x: torch.Tensor, bounds: Sequence = (-6.0, 6.0), n_nodes: int = 32,
+def joint_score(model, x: torch.Tensor, *, bounds: Sequence = (-6.0, 6.0), n_nodes: int = 32,
                 y: Optional[torch.Tensor] = None) -> torch.Tensor:
     r"""The joint score grad_x log q(x) of an autoregressive score model, shape (n, D), detached.
 

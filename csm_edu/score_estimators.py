@@ -291,7 +291,7 @@ class _NetworkEstimator(ScoreEstimator):
 
     amortised = True
 
-    def __init__(self, module: nn.Module, dim: int, cond_dim: int, lr: float, steps_per_fit: int):
+    def __init__(self, module: nn.Module, dim: int, cond_dim: int, lr: float, *, steps_per_fit: int):
         self.module = module
         self.dim = dim
         self.cond_dim = cond_dim
@@ -345,7 +345,7 @@ class SlicedScoreEstimator(_NetworkEstimator):
 
     name = "SSM"
 
-    def __init__(self, dim: int, cond_dim: int = 0, hidden: int = 128, depth: int = 2, lr: float = 1e-3,
+    def __init__(self, dim: int, *, cond_dim: int = 0, hidden: int = 128, depth: int = 2, lr: float = 1e-3,
                  steps_per_fit: int = 1, n_projections: int = 1, variance_reduction: bool = True):
         dim = checks.positive_int(dim, "dim")
         cond_dim = checks.positive_int(cond_dim, "cond_dim", minimum=0)
@@ -397,7 +397,7 @@ class CompositeScoreEstimator(_NetworkEstimator):
 
     name = "CSM"
 
-    def __init__(self, dim: int, cond_dim: int = 0, hidden: int = 128, n_blocks: int = 2, context_dim: int = 16,
+    def __init__(self, dim: int, *, cond_dim: int = 0, hidden: int = 128, n_blocks: int = 2, context_dim: int = 16,
                  head_hidden: int = 64, lr: float = 1e-3, steps_per_fit: int = 1, n_nodes: int = 16,
                  margin: float = 2.0, cross_terms: bool = True, order: Optional[Sequence[int]] = None):
         dim = checks.positive_int(dim, "dim")
@@ -414,10 +414,10 @@ class CompositeScoreEstimator(_NetworkEstimator):
 
     def score(self, z, y=None) -> torch.Tensor:
         z, y = self._rows(z, y)
-        return joint_score_from_conditionals(self.module, z, y, self.n_nodes, self.margin, self.cross_terms)
+        return joint_score_from_conditionals(self.module, z, y=y, n_nodes=self.n_nodes, margin=self.margin, cross_terms=self.cross_terms)
 
 
-def joint_score_from_conditionals(model, z: torch.Tensor, y: Optional[torch.Tensor] = None, n_nodes: int = 16,
+def joint_score_from_conditionals(model, z: torch.Tensor, *, y: Optional[torch.Tensor] = None, n_nodes: int = 16,
                                   margin: float = 2.0, cross_terms: bool = True) -> torch.Tensor:
     r"""Joint score grad_z log q(z | y) of an autoregressive score model (ARCSM interface), detached.
 
@@ -432,5 +432,5 @@ def joint_score_from_conditionals(model, z: torch.Tensor, y: Optional[torch.Tens
             return model.conditional_scores(z, y)
     spread = z.std(0) if len(z) > 1 else torch.ones_like(z[0])
     spread = spread.clamp_min(1e-2) * float(margin)
-    return joint_score(model, z, (z.min(0).values - spread, z.max(0).values + spread), n_nodes, y)
+    return joint_score(model, z, bounds=(z.min(0).values - spread, z.max(0).values + spread), n_nodes=n_nodes, y=y)
 

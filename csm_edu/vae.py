@@ -85,7 +85,7 @@ class Decoder(nn.Module):
     ``hidden=()`` makes the map linear (a linear-Gaussian model: marginal p(x) = N(b, W W^T + sigma^2 I)).
     """
 
-    def __init__(self, latent_dim: int, data_dim: int, hidden: Sequence[int] = (256, 256),
+    def __init__(self, latent_dim: int, data_dim: int, *, hidden: Sequence[int] = (256, 256),
                  likelihood: str = "bernoulli", log_std: float = 0.0):
         super().__init__()
         self.latent_dim = checks.positive_int(latent_dim, "latent_dim")
@@ -164,7 +164,7 @@ class ImplicitEncoder(nn.Module):
     L = 32, as good as that encoder's exact entropy (-17.3): the estimator is not the problem.
     """
 
-    def __init__(self, data_dim: int, latent_dim: int, noise_dim: Optional[int] = None,
+    def __init__(self, data_dim: int, latent_dim: int, *, noise_dim: Optional[int] = None,
                  hidden: Sequence[int] = (256, 256), noise_skip: bool = False):
         super().__init__()
         self.data_dim = checks.positive_int(data_dim, "data_dim")
@@ -211,14 +211,14 @@ class VAE(nn.Module):
         return self.decoder.mean(z.to(next(self.parameters()).device)).cpu()
 
 
-def make_vae(encoder: str, data_dim: int, latent_dim: int, hidden: Sequence[int] = (256, 256),
+def make_vae(encoder: str, data_dim: int, latent_dim: int, *, hidden: Sequence[int] = (256, 256),
              likelihood: str = "bernoulli", noise_dim: Optional[int] = None, noise_skip: bool = False) -> VAE:
     """A VAE with a ``"gaussian"`` or ``"implicit"`` encoder and a decoder of the same widths
     (``noise_skip``: see :class:`ImplicitEncoder`)."""
     checks.one_of(encoder, "encoder", ("gaussian", "implicit"))
     enc = (GaussianEncoder(data_dim, latent_dim, hidden) if encoder == "gaussian"
-           else ImplicitEncoder(data_dim, latent_dim, noise_dim, hidden, noise_skip))
-    return VAE(enc, Decoder(latent_dim, data_dim, tuple(reversed(list(hidden))), likelihood))
+           else ImplicitEncoder(data_dim, latent_dim, noise_dim=noise_dim, hidden=hidden, noise_skip=noise_skip))
+    return VAE(enc, Decoder(latent_dim, data_dim, hidden=tuple(reversed(list(hidden))), likelihood=likelihood))
 
 
 # ----------------------------------------------------------------------------- objectives
@@ -270,7 +270,7 @@ def estimate_encoder_score(estimator: ScoreEstimator, z: torch.Tensor, x: torch.
     return estimator.score(rows, y).reshape(b, m, latent)
 
 
-def implicit_elbo_surrogate(vae: VAE, x: torch.Tensor, estimator: ScoreEstimator, n_samples: int = 8,
+def implicit_elbo_surrogate(vae: VAE, x: torch.Tensor, estimator: ScoreEstimator, *, n_samples: int = 8,
                             fit: bool = True):
     r"""(surrogate per row (B,), expected log-joint per row (B,)) for an implicit-encoder VAE.
 
@@ -286,7 +286,7 @@ def implicit_elbo_surrogate(vae: VAE, x: torch.Tensor, estimator: ScoreEstimator
 # ----------------------------------------------------------------------------- evaluation
 
 @torch.no_grad()
-def fitted_gaussian_proposal(vae: VAE, x: torch.Tensor, n_fit: Optional[int] = None, widen: float = 1.5,
+def fitted_gaussian_proposal(vae: VAE, x: torch.Tensor, *, n_fit: Optional[int] = None, widen: float = 1.5,
                              prior_weight: float = 0.5, jitter: float = 1e-4):
     r"""Per-row proposal r(z|x) = (1 - a) N(m(x), widen^2 C(x) + jitter I) + a N(0, I) (a = ``prior_weight``, default 1/2),
     m and C the mean and covariance of ``n_fit`` encoder samples of x (default max(64, 4 L)).
@@ -313,7 +313,7 @@ def fitted_gaussian_proposal(vae: VAE, x: torch.Tensor, n_fit: Optional[int] = N
 
 
 @torch.no_grad()
-def importance_log_likelihood(vae: VAE, x: torch.Tensor, n_importance: int = 1000, n_fit: Optional[int] = None,
+def importance_log_likelihood(vae: VAE, x: torch.Tensor, *, n_importance: int = 1000, n_fit: Optional[int] = None,
                               widen: float = 1.5, prior_weight: float = 0.5, chunk_size: int = 64,
                               proposal: str = "fitted") -> torch.Tensor:
     r"""Importance-sampling estimate of log p_theta(x) per row, shape (n,):
@@ -337,7 +337,7 @@ def importance_log_likelihood(vae: VAE, x: torch.Tensor, n_importance: int = 100
     out = []
     for rows in torch.split(x.to(device), checks.positive_int(chunk_size, "chunk_size")):
         if proposal == "fitted":
-            r = fitted_gaussian_proposal(vae, rows, n_fit, widen, prior_weight)
+            r = fitted_gaussian_proposal(vae, rows, n_fit=n_fit, widen=widen, prior_weight=prior_weight)
             z = r.sample((k,))                                                  # (K, B, L)
             log_r = r.log_prob(z).transpose(0, 1)
             z = z.transpose(0, 1)
@@ -398,7 +398,7 @@ def train_vae(vae: VAE, x_train: torch.Tensor, estimator: Optional[ScoreEstimato
             objective = gaussian_elbo(model, x, n_samples)
             log_joint = objective.detach()
         else:
-            objective, log_joint = implicit_elbo_surrogate(model, x, estimator, n_samples)
+            objective, log_joint = implicit_elbo_surrogate(model, x, estimator, n_samples=n_samples)
         history.log_joint.append(float(log_joint.mean()))
         return -objective.mean()
 
@@ -409,7 +409,7 @@ def train_vae(vae: VAE, x_train: torch.Tensor, estimator: Optional[ScoreEstimato
         def evaluate(step, model, _):
             if step % eval_every == 0 or step == steps:
                 history.eval_steps.append(step)
-                history.eval_log_lik.append(float(importance_log_likelihood(model, x_valid, eval_importance).mean()))
+                history.eval_log_lik.append(float(importance_log_likelihood(model, x_valid, n_importance=eval_importance).mean()))
         callbacks.append(evaluate)
     try:
         run = train.fit(vae, loss_fn, x_train, steps=steps, batch_size=batch_size, lr=lr, lr_decay=False,

@@ -77,7 +77,7 @@ def test_log_normaliser_bias_is_negative_and_shrinks_like_one_over_s():
     repeats = 4000
     biases, errors = [], []
     for s in (1, 4, 16, 64):
-        xs = mixture_sample(ql.expand(repeats, 1), qm.expand(repeats, 1), qs.expand(repeats, 1), s, g)
+        xs = mixture_sample(ql.expand(repeats, 1), qm.expand(repeats, 1), qs.expand(repeats, 1), s, generator=g)
         est = importance_log_normaliser(mixture_log_prob(tl, tm, ts, xs) + log_z, mixture_log_prob(ql, qm, qs, xs))
         biases.append(float(est.mean()) - log_z)
         errors.append(float(est.std()) / math.sqrt(repeats))

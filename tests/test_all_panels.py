@@ -39,7 +39,7 @@ def _lesson03():
     x = target.sample(256, generator=torch.Generator().manual_seed(0))
     from csm_edu.experiments import snapshots
     snaps, _ = snapshots.train_with_snapshots(EnergyMLP(2, 16), lambda mod, b: objectives.exact_score_matching(mod.score, b),
-                                      x, target, x[:64], steps=10, n_snapshots=3, density_grid=20, quiver_grid=6)
+                                      x, true_score=target, x_eval=x[:64], steps=10, n_snapshots=3, density_grid=20, quiver_grid=6)
     return m.training_progress_panel(snaps)
 
 

@@ -84,7 +84,7 @@ def test_joint_score_matches_finite_differences_of_arcsm_log_prob():
     for j in range(4):
         e = torch.zeros_like(x)
         e[:, j] = eps
-        fd = (arcsm_log_prob(model, x + e, (-5, 5), 64) - arcsm_log_prob(model, x - e, (-5, 5), 64)) / (2 * eps)
+        fd = (arcsm_log_prob(model, x + e, bounds=(-5, 5), n_nodes=64) - arcsm_log_prob(model, x - e, bounds=(-5, 5), n_nodes=64)) / (2 * eps)
         assert torch.allclose(grad[:, j], fd, atol=1e-5)
 
 

@@ -44,7 +44,7 @@ def test_first_layer_of_type_b_would_leak():
     torch.manual_seed(0)
     model = PixelCNNContext((1, 4, 4), context_dim=2, hidden_channels=8, n_blocks=1)
     groups = torch.zeros(1, dtype=torch.long)
-    leaky = MaskedConv2d(1, 8, 7, "B", groups, channel_groups(8, 1))
+    leaky = MaskedConv2d(1, 8, 7, "B", in_groups=groups, out_groups=channel_groups(8, 1))
     with torch.no_grad():  # same weights, only the mask differs
         leaky.weight.copy_(model.input_conv.weight)
         leaky.bias.copy_(model.input_conv.bias)
@@ -106,7 +106,7 @@ def test_discretized_logistic_mixture_sums_to_one_and_matches_brute_force(levels
         k = torch.arange(levels)
         expand = lambda t: t.expand(levels, 4)  # noqa: E731
         log_p = discretized_logistic_mixture_log_prob(k, expand(logit_weights), expand(means), expand(log_scales),
-                                                      levels)
+                                                      levels=levels)
         assert torch.isfinite(log_p).all()
         assert abs(log_p.exp().sum().item() - 1.0) < 1e-9
         ref = naive_mixture_probs(levels, logit_weights, means, log_scales)

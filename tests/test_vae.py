@@ -85,9 +85,9 @@ def test_training_improves_the_is_log_likelihood_on_digits():
     baseline = V.independent_bernoulli_log_likelihood(x, x)
     for kind, est, m in (("gaussian", None, 1), ("implicit", S.SpectralSteinGradientEstimator(), 8)):
         vae = V.make_vae(kind, 64, 4, hidden=(64,))
-        before = float(V.importance_log_likelihood(vae, x[:100], 50).mean())
+        before = float(V.importance_log_likelihood(vae, x[:100], n_importance=50).mean())
         hist = V.train_vae(vae, x, est, steps=150, batch_size=64, n_samples=m, lr=3e-3, device="cpu")
-        after = float(V.importance_log_likelihood(vae, x[:100], 50).mean())
+        after = float(V.importance_log_likelihood(vae, x[:100], n_importance=50).mean())
         assert len(hist.loss) == 150 and after > before + 5, (kind, before, after)
         assert after > baseline - 5, (kind, after, baseline)
     assert vae.generate(6).shape == (6, 64)
@@ -100,11 +100,11 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="estimator"):
         V.train_vae(vae, torch.zeros(10, 4), None, steps=1, device="cpu")
     with pytest.raises(ValueError, match="Gaussian encoder"):
-        V.importance_log_likelihood(vae, torch.zeros(3, 4), 5, proposal="encoder")
+        V.importance_log_likelihood(vae, torch.zeros(3, 4), n_importance=5, proposal="encoder")
     with pytest.raises(ValueError, match="score must have the shape"):
         V.entropy_surrogate(torch.zeros(2, 3, 2), torch.zeros(2, 3, 1))
     with pytest.raises(ValueError, match="columns"):
-        V.importance_log_likelihood(vae, torch.zeros(3, 5), 5)
+        V.importance_log_likelihood(vae, torch.zeros(3, 5), n_importance=5)
 
 
 def test_implicit_encoder_starts_with_a_full_rank_spread():
@@ -133,8 +133,8 @@ def test_ssm_trained_implicit_encoder_stays_collapsed_without_the_noise_skip():
     third_smallest = {}
     for skip in (False, True):
         torch.manual_seed(0)
-        model = V.make_vae("implicit", 64, 16, (64, 64), noise_skip=skip)
-        est = vae_study.make_estimator("SSM", 16, cond_dim=64, hidden=64, lr=1e-3, steps_per_fit=5)
+        model = V.make_vae("implicit", 64, 16, hidden=(64, 64), noise_skip=skip)
+        est = vae_study.make_estimator("SSM", dim=16, cond_dim=64, hidden=64, lr=1e-3, steps_per_fit=5)
         V.train_vae(model, x, est, steps=200, n_samples=4, lr=1e-3, device="cpu")
         with torch.no_grad():
             z = model.encoder.sample(x[:16], 200)

@@ -22,7 +22,7 @@ def recorded():
     model = models.EnergyMLP(2, 32, 2)
     snaps, history = snapshots.train_with_snapshots(
         model, lambda m, x: objectives.exact_score_matching(m.score, x), data.make_toy("mixture", 1000, generator=torch.Generator().manual_seed(0)),
-        true, data.make_toy("mixture", 500, generator=torch.Generator().manual_seed(1)), steps=200, n_snapshots=4, batch_size=128, lr=1e-2,
+        true_score=true, x_eval=data.make_toy("mixture", 500, generator=torch.Generator().manual_seed(1)), steps=200, n_snapshots=4, batch_size=128, lr=1e-2,
         density_grid=40, quiver_grid=10)
     return snaps, history
 
@@ -59,8 +59,8 @@ def test_out_of_range_index_is_clipped_and_empty_input_explained(recorded):
     with pytest.raises(ValueError, match="snapshots"):
         lesson03.training_progress_figure([], 0)
     with pytest.raises(ValueError, match="n_snapshots"):
-        snapshots.train_with_snapshots(models.EnergyMLP(2, 8, 1), None, torch.zeros(4, 2), None,
-                                      torch.zeros(4, 2), steps=2, n_snapshots=5)
+        snapshots.train_with_snapshots(models.EnergyMLP(2, 8, 1), None, torch.zeros(4, 2), true_score=None,
+                                      x_eval=torch.zeros(4, 2), steps=2, n_snapshots=5)
 
 
 def test_panel_builds(recorded):

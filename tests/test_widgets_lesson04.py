@@ -30,7 +30,7 @@ def _readout_numbers(readout):
 @pytest.mark.parametrize("n_projections", [1, 64])          # the slider's min and max
 @pytest.mark.parametrize("diagonal_share", [0.0, 0.5])      # slider min and the default
 def test_histogram_readout_matches_theory(kind, n_projections, diagonal_share):
-    fig, readout = lesson04.hutchinson_figure(n_projections, kind, diagonal_share)
+    fig, readout = lesson04.hutchinson_figure(n_projections, kind=kind, diagonal_share=diagonal_share)
     (ax,) = fig.axes
     assert len(ax.patches) == 60                            # the histogram's bars
     assert len(ax.lines) == 2                               # the true-trace line, the theory curve
@@ -42,19 +42,19 @@ def test_histogram_readout_matches_theory(kind, n_projections, diagonal_share):
 
 
 def test_rademacher_on_diagonal_matrix_has_zero_variance():
-    fig, readout = lesson04.hutchinson_figure(1, "rademacher", 1.0)   # diagonal share slider max
+    fig, readout = lesson04.hutchinson_figure(1, kind="rademacher", diagonal_share=1.0)   # diagonal share slider max
     measured, theory = _readout_numbers(readout)
     assert theory == 0.0 and measured < 1e-20
     assert len(fig.axes[0].lines) == 1                      # no normal curve for zero variance
     plt.close(fig)
-    fig, readout = lesson04.hutchinson_figure(1, "gaussian", 1.0)
+    fig, readout = lesson04.hutchinson_figure(1, kind="gaussian", diagonal_share=1.0)
     measured, theory = _readout_numbers(readout)
     assert theory > 0 and measured == pytest.approx(theory, rel=0.15)
     plt.close(fig)
 
 
 def test_variance_plot_has_points_and_lines_for_both_kinds():
-    fig, table = lesson04.variance_against_projections_figure(lesson04.demo_matrix(0.5), (1, 4, 16), n_trials=8000)
+    fig, table = lesson04.variance_against_projections_figure(lesson04.demo_matrix(0.5), projections=(1, 4, 16), n_trials=8000)
     ax = fig.axes[0]
     assert len(ax.lines) == 2 and len(ax.collections) == 2
     for kind in ("gaussian", "rademacher"):
@@ -68,7 +68,7 @@ def test_variance_plot_has_points_and_lines_for_both_kinds():
 
 def test_bad_settings_are_explained_and_panel_builds():
     with pytest.raises(ValueError, match="kind"):
-        lesson04.hutchinson_figure(1, "uniform")
+        lesson04.hutchinson_figure(1, kind="uniform")
     with pytest.raises(ValueError, match="n_projections"):
         lesson04.hutchinson_figure(0)
     panel = lesson04.hutchinson_panel(max_projections=64)

@@ -19,7 +19,7 @@ TARGET = data.toy_distribution("mixture")
 def test_conditional_figure_at_the_slider_ends(first_value, order):
     torch.manual_seed(0)
     model = ARCSM(2, hidden=16, context_dim=4, head_hidden=16, order=order)
-    fig, text = lesson07.conditional_figure(model, first_value, TARGET, {"GaussianMADE": GaussianMADE(2, hidden=16, order=order)},
+    fig, text = lesson07.conditional_figure(model, first_value, target=TARGET, baselines={"GaussianMADE": GaussianMADE(2, hidden=16, order=order)},
                                             n_grid=101)
     assert len(fig.axes[0].lines) == 3 and "true" in text and "GaussianMADE" in text
     plt.close(fig)
@@ -31,7 +31,7 @@ def test_the_quadrature_curve_of_the_exact_model_is_the_true_conditional():
     x = torch.stack([torch.full_like(grid, 0.5), grid], 1)
     from csm_edu.models.arcsm import target_conditional_log_probs
     assert torch.allclose(learned, target_conditional_log_probs(TARGET, x)[:, 1], atol=1e-3)
-    fig, text = lesson07.conditional_figure(ExactConditionalScores(TARGET), 0.5, TARGET)
+    fig, text = lesson07.conditional_figure(ExactConditionalScores(TARGET), 0.5, target=TARGET)
     masses = [float(part.split("= ")[1]) for part in text.split("   ")]
     assert masses[0] == pytest.approx(masses[1], abs=0.01)
     plt.close(fig)

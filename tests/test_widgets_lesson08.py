@@ -48,7 +48,7 @@ def test_comparison_trains_and_tabulates_all_three():
     assert all(rows[i]["ms_per_step"] > 0 for i in (0, 2, 3))
     table = lesson08.format_comparison({"grid": rows})
     assert "importance sampling, S=16" in table and "quadrature" in table
-    sizes, bias, spread = aem_study.importance_bias_curve(models["AEM"], x[:50], (1, 4), reference_samples=64, n_repeats=2)
+    sizes, bias, spread = aem_study.importance_bias_curve(models["AEM"], x[:50], sample_sizes=(1, 4), reference_samples=64, n_repeats=2)
     assert sizes == [1, 4] and len(bias) == len(spread) == 2
     with pytest.raises(ValueError, match="model name"):
         aem_study.train_comparison(x, steps=1, models=("PixelCNN",))

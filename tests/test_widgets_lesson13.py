@@ -15,7 +15,7 @@ from csm_edu.widgets import lesson13 as L  # noqa: E402
 @pytest.mark.parametrize("kind", L.SDE_KINDS)
 @pytest.mark.parametrize("t", [0.0, 0.5, 1.0])
 def test_forward_noising_figure_over_the_slider_range(kind, t):
-    fig, text = L.forward_noising_figure(kind, t, n=200)
+    fig, text = L.forward_noising_figure(kind, t=t, n=200)
     assert len(fig.axes) >= 2 and "s(t)" in text
     plt.close(fig)
 
@@ -25,20 +25,20 @@ def test_forward_noising_window_grows_with_ve_noise():
     assert L.window_at(sde, 0.0)[1] == pytest.approx(4.5)
     assert L.window_at(sde, 1.0)[1] > 20
     with pytest.raises(ValueError, match="t must lie"):
-        L.forward_noising_figure("VE", 1.5)
+        L.forward_noising_figure("VE", t=1.5)
     with pytest.raises(ValueError, match="sde kind"):
-        L.forward_noising_figure("sub-VP", 0.5)
+        L.forward_noising_figure("sub-VP", t=0.5)
 
 
 @pytest.mark.parametrize("t", [0.02, 1.0])
 def test_score_comparison_figure_reads_out_zero_for_the_true_score(t):
     target = toy_distribution("mixture")
     sde = L.default_sde("VP")
-    fig, text = L.score_comparison_figure(D.marginal_score_fn(target, sde), target, sde, t, n_arrows=8, n_eval=300)
+    fig, text = L.score_comparison_figure(D.marginal_score_fn(target, sde), target, sde, t=t, n_arrows=8, n_eval=300)
     assert text.endswith("= 0.000")
     plt.close(fig)
     wrong = lambda x, tt: torch.zeros_like(x)                               # noqa: E731
-    fig, text = L.score_comparison_figure(wrong, target, sde, t, n_arrows=8, n_eval=300)
+    fig, text = L.score_comparison_figure(wrong, target, sde, t=t, n_arrows=8, n_eval=300)
     assert text.endswith("= 1.000")                                         # zero field: relative error 1
     plt.close(fig)
 

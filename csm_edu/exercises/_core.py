@@ -81,7 +81,7 @@ def close(a, b, rtol: float = 1e-4, atol: float = 1e-5) -> bool:
     return a.shape == b.shape and bool(torch.allclose(a, b, rtol=rtol, atol=atol))
 
 
-def fail_on_variant(exercise: str, value, variants, rtol: float = 1e-4, atol: float = 1e-5) -> None:
+def fail_on_variant(exercise: str, value, variants, *, rtol: float = 1e-4, atol: float = 1e-5) -> None:
     """Fail with the (problem, hint) of the first wrong version (expected value, problem, hint) that ``value`` equals."""
     for expected, problem, hint in variants:
         if close(value, expected, rtol, atol):

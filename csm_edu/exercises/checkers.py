@@ -114,7 +114,7 @@ def check_gaussian_score(fn: Callable) -> bool:
              "the derivative of -(x-mu)^2/(2 var) brings down 1/var"),
             (-x / var, "the mean is missing", "the score is zero at x = mu"),
             (-(x - mu) ** 2 / (2 * var), "that is log p (up to a constant), not its derivative", "differentiate with respect to x"),
-        ], 1e-6, 1e-8)
+        ], rtol=1e-6, atol=1e-8)
         fail(ex, f"wrong values for mu={mu}, var={var} (at x=0: got {float(out[6]):.4g}, expected {float(expected[6]):.4g})",
              "differentiate log p(x) = -(x - mu)^2 / (2 var) + const with respect to x")
     return passed(ex, "the score of N(mu, var) at 3 (mu, var) pairs")

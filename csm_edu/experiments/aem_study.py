@@ -89,10 +89,10 @@ def train_comparison(x: torch.Tensor, *, steps: int, batch_size: int = 256, lr: 
     steps = checks.positive_int(steps, "steps")
     warmup_steps = steps // 5 if warmup_steps is None else warmup_steps
     plan = {
-        "AEM": (lambda: AEM(dim, n_components, hidden=hidden, n_importance=n_importance), AEMLoss(warmup_steps)),
+        "AEM": (lambda: AEM(dim, n_components=n_components, hidden=hidden, n_importance=n_importance), AEMLoss(warmup_steps)),
         "AR-CSM": (lambda: ARCSM(dim, hidden=hidden, head_hidden=hidden),
                    lambda m, b: objectives.composite_score_matching(m, b, background=background)),
-        "MixtureMADE": (lambda: MixtureMADE(dim, n_components, hidden=hidden), objectives.negative_log_likelihood),
+        "MixtureMADE": (lambda: MixtureMADE(dim, n_components=n_components, hidden=hidden), objectives.negative_log_likelihood),
     }
     built, histories = {}, {}
     for name in models:
@@ -141,7 +141,7 @@ def compare_log_likelihoods(models: Dict[str, torch.nn.Module], histories, x_tes
     return rows
 
 
-def importance_bias_curve(model: AEM, x: torch.Tensor, sample_sizes: Sequence[int] = (1, 4, 16, 64, 256),
+def importance_bias_curve(model: AEM, x: torch.Tensor, *, sample_sizes: Sequence[int] = (1, 4, 16, 64, 256),
                           reference_samples: int = 4096, n_repeats: int = 5, seed: int = 0):
     r"""Mean AEM log-likelihood on ``x`` for each S in ``sample_sizes`` minus that at ``reference_samples``.
 

@@ -20,7 +20,7 @@ def _time_energy_on_grid(energy_fn: Callable, dim: int, k: int, chunk: int) -> f
     return time.perf_counter() - start
 
 
-def measure_grid_cost(measured_dims: Sequence[int] = (1, 2, 3, 4), k: int = 20,
+def measure_grid_cost(measured_dims: Sequence[int] = (1, 2, 3, 4), *, k: int = 20,
                       extrapolate_to: Sequence[int] = (6, 10, 20, 50, 100), hidden: int = 64,
                       chunk: int = 65536, seed: int = 0) -> List[Dict]:
     r"""Time the evaluation of an energy MLP on a grid of k^D points, then extrapolate in D.

@@ -186,7 +186,7 @@ def make_arcsm(backbone: str, cfg: dict, cond_dim: int = 0) -> ARCSM:
         model = ARCSM(cfg["dim"], hidden=cfg["made_hidden"], n_blocks=cfg["made_blocks"], context_dim=cfg["context_dim"],
                       head_hidden=cfg["head_hidden"], cond_dim=cond_dim)
     else:
-        net = PixelCNNContext(cfg["image_shape"], cfg["context_dim"], cfg["pixelcnn_channels"], cfg["pixelcnn_blocks"],
+        net = PixelCNNContext(cfg["image_shape"], context_dim=cfg["context_dim"], hidden_channels=cfg["pixelcnn_channels"], n_blocks=cfg["pixelcnn_blocks"],
                               first_kernel=cfg["first_kernel"], cond_dim=cond_dim)
         model = ARCSM(cfg["dim"], context_dim=cfg["context_dim"], head_hidden=cfg["head_hidden"], cond_dim=cond_dim,
                       backbone=net)
@@ -198,8 +198,8 @@ def make_baseline(name: str, cfg: dict):
     name = checks.one_of(name, "name", BASELINES)
     if name == "gaussian_made":
         return GaussianMADE(cfg["dim"], hidden=cfg["made_hidden"], n_blocks=cfg["made_blocks"])
-    return PixelCNNPP(cfg["image_shape"], cfg["n_mixtures"], cfg["levels"], cfg["pixelcnn_channels"],
-                      cfg["pixelcnn_blocks"], first_kernel=cfg["first_kernel"])
+    return PixelCNNPP(cfg["image_shape"], n_mixtures=cfg["n_mixtures"], levels=cfg["levels"], hidden_channels=cfg["pixelcnn_channels"],
+                      n_blocks=cfg["pixelcnn_blocks"], first_kernel=cfg["first_kernel"])
 
 
 def csm_loss(noise_sigma: float = 0.0, noise_levels: Optional[Sequence[float]] = None) -> Callable:
@@ -381,7 +381,7 @@ def sample_images(model: AutoregressiveScoreModel, n: int, cfg: dict, *, generat
 
 
 def conditional_density_on_grid(model: AutoregressiveScoreModel, x: torch.Tensor, d: int, grid: torch.Tensor,
-                                y: Optional[torch.Tensor] = None) -> torch.Tensor:
+                                *, y: Optional[torch.Tensor] = None) -> torch.Tensor:
     r"""q(x_d = grid | x_<d) for one row ``x`` (D,): exp of the trapezoid integral of s_d on ``grid``, normalised there."""
     device = _device_of(model)
     grid = grid.cpu()
@@ -425,7 +425,7 @@ def denoising_experiment(model: AutoregressiveScoreModel, x_clean: torch.Tensor,
     noisy = add_noise(x_clean, sigma, generator).clamp(*DENOISE_BOUNDS)
     y = torch.full((len(noisy), 1), sigma) if noise_conditional else None
     conditional = tweedie_denoise(lambda v: model.conditional_scores(v, y), noisy, sigma)
-    joint = tweedie_denoise(lambda v: joint_score(model, v, DENOISE_BOUNDS, n_nodes=n_nodes, y=y), noisy, sigma)
+    joint = tweedie_denoise(lambda v: joint_score(model, v, bounds=DENOISE_BOUNDS, n_nodes=n_nodes, y=y), noisy, sigma)
     unit = {name: image_data.to_unit(v, DENOISE_SCALE) for name, v in
             dict(noisy=noisy, conditional=conditional, joint=joint).items()}
     clean = image_data.to_unit(x_clean, DENOISE_SCALE)

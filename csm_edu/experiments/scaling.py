@@ -65,7 +65,7 @@ def make_model(dim: int, hidden: int = 256, context_dim: int = 16, seed: int = 0
         return ARCSM(dim, hidden=hidden, n_blocks=2, context_dim=context_dim, head_hidden=32)
 
 
-def measure(dims: Sequence[int], names: Sequence[str] = OBJECTIVE_NAMES, batch_size: int = 128,
+def measure(dims: Sequence[int], *, names: Sequence[str] = OBJECTIVE_NAMES, batch_size: int = 128,
             repeats: int = 5, exact_limit_s: float = 10.0, exact_limit_mb: float = 4000.0,
             device: Optional[torch.device] = None, hidden: int = 256,
             progress: Optional[Callable[[str], None]] = None) -> List[dict]:

@@ -31,8 +31,8 @@ def _snapshot(model, step: int, true_score, x_eval, window, density_grid: int, q
     return Snapshot(step, metrics.fisher_divergence(score, true_score, x_eval), log_density.detach(), grid_score)
 
 
-def train_with_snapshots(model: torch.nn.Module, loss_fn: Callable, data: torch.Tensor, true_score,
-                         x_eval: torch.Tensor, *, steps: int, n_snapshots: int = 10, batch_size: int = 128,
+def train_with_snapshots(model: torch.nn.Module, loss_fn: Callable, data: torch.Tensor, *, true_score,
+                         x_eval: torch.Tensor, steps: int, n_snapshots: int = 10, batch_size: int = 128,
                          lr: float = 1e-2, generator: Optional[torch.Generator] = None,
                          window: Sequence[float] = viz.DEFAULT_WINDOW, density_grid: int = 80, quiver_grid: int = 18,
                          progress: bool = True, device: Union[str, torch.device] = "cpu") -> Tuple[List[Snapshot], train.History]:

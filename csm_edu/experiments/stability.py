@@ -48,7 +48,7 @@ def digits_bits_per_dim(model, x_test: torch.Tensor, n_nodes: int = 64) -> float
     return float(bits_per_dim(log_q, x_test, scale="logit", levels=DIGITS_LEVELS, logit_lambda=DIGITS_LOGIT_LAMBDA).mean())
 
 
-def stability_study(names: Optional[Sequence[str]] = None, seeds: Sequence[int] = (0, 1, 2),
+def stability_study(names: Optional[Sequence[str]] = None, *, seeds: Sequence[int] = (0, 1, 2),
                     lrs: Sequence[float] = (1e-3, 3e-3), n_steps: int = 1500, batch_size: int = 128,
                     hidden: int = 128, n_test: Optional[int] = None, progress: Optional[Callable[[str], None]] = None):
     """Train the same AR-CSM on 8x8 digits with each objective, seed and learning rate.

@@ -60,7 +60,7 @@ class SigmaSweep:
         return int(np.argmin([abs(math.log(sigma / s)) for s in self.sigmas]))
 
 
-def train_sigma_sweep(target: GaussianMixture, sigmas: Sequence[float], n_data: int = 4000,
+def train_sigma_sweep(target: GaussianMixture, sigmas: Sequence[float], *, n_data: int = 4000,
                       n_steps: int = 1000, hidden: int = 64, lr: float = 5e-3, batch_size: int = 256,
                       n_eval: int = 2000, grid_n: int = 80, quiver_n: int = 17, seed: int = 0) -> SigmaSweep:
     """Train one ScoreMLP by DSM per level in ``sigmas`` on ``n_data`` samples of ``target``.

@@ -71,7 +71,7 @@ def _check_batch(x) -> None:
         raise ValueError("x must be a non-empty batch tensor of shape (n, D) or (n, C, H, W)")
 
 
-def time_per_step(loss_fn: LossFn, model: torch.nn.Module, x: torch.Tensor, repeats: int = 5,
+def time_per_step(loss_fn: LossFn, model: torch.nn.Module, x: torch.Tensor, *, repeats: int = 5,
                   warmup: int = 1, statistic: str = "median") -> float:
     """Median (or ``statistic="min"``) wall time in ms of one step ``loss_fn(model, x).backward()``.
 
@@ -91,7 +91,7 @@ def time_per_step(loss_fn: LossFn, model: torch.nn.Module, x: torch.Tensor, repe
 
 
 def cost_against_dim(loss_fns: Dict[str, LossFn], dims: Sequence[int], make_model: Callable[[int], torch.nn.Module],
-                     batch_size: int = 128, repeats: int = 5, warmup: int = 1, seed: int = 0,
+                     *, batch_size: int = 128, repeats: int = 5, warmup: int = 1, seed: int = 0,
                      device: Optional[torch.device] = None,
                      make_data: Optional[Callable[[int, int], torch.Tensor]] = None,
                      statistic: str = "median") -> Dict[str, list]:
@@ -120,12 +120,12 @@ def cost_against_dim(loss_fns: Dict[str, LossFn], dims: Sequence[int], make_mode
         else:
             x = make_data(batch_size, dim)
         x = x.to(device)
-        for name, ms in time_interleaved(loss_fns, model, x, repeats, warmup, statistic).items():
+        for name, ms in time_interleaved(loss_fns, model, x, repeats=repeats, warmup=warmup, statistic=statistic).items():
             result[name].append(ms)
     return result
 
 
-def time_interleaved(loss_fns: Dict[str, LossFn], model: torch.nn.Module, x: torch.Tensor, repeats: int = 5,
+def time_interleaved(loss_fns: Dict[str, LossFn], model: torch.nn.Module, x: torch.Tensor, *, repeats: int = 5,
                      warmup: int = 1, statistic: str = "median") -> Dict[str, float]:
     """:func:`time_per_step` of several objectives on one model and batch, their timed steps taking turns.
 
@@ -166,7 +166,7 @@ def ratios_in_turns(loss_fns: Dict[str, LossFn], model: torch.nn.Module, x: torc
         for name in pair:
             if name not in loss_fns:
                 raise ValueError(f"pairs name {name!r}, which is not in loss_fns ({', '.join(loss_fns)})")
-    per_round = [time_interleaved(loss_fns, model, x, repeats, warmup if r == 0 else 0, statistic)
+    per_round = [time_interleaved(loss_fns, model, x, repeats=repeats, warmup=warmup if r == 0 else 0, statistic=statistic)
                  for r in range(rounds)]
     rows = []
     for num, den in pairs:

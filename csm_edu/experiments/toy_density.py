@@ -29,7 +29,7 @@ def train_lesson_models(x: torch.Tensor, *, steps: int, batch_size: int = 256, l
     if without_background:
         plan.append(("AR-CSM, no background", arcsm, csm(0.0)))
     plan += [("GaussianMADE", lambda: GaussianMADE(dim, hidden=hidden, order=order), objectives.negative_log_likelihood),
-             ("MixtureMADE", lambda: MixtureMADE(dim, n_components, hidden=hidden, order=order), objectives.negative_log_likelihood)]
+             ("MixtureMADE", lambda: MixtureMADE(dim, n_components=n_components, hidden=hidden, order=order), objectives.negative_log_likelihood)]
     models, histories = {}, {}
     for name, build, loss in plan:
         with config.seeded(seed):

@@ -30,7 +30,7 @@ def implicit_target() -> dist.Banana:
     return dist.Banana(s=1.2, b=0.5)
 
 
-def make_estimator(name: str, dim: int = 2, cond_dim: int = 0, hidden: int = 64, lr: float = 3e-3,
+def make_estimator(name: str, *, dim: int = 2, cond_dim: int = 0, hidden: int = 64, lr: float = 3e-3,
                    standardize=False, steps_per_fit: int = 1) -> S.ScoreEstimator:
     """One of ``ESTIMATOR_NAMES`` with the lesson's settings (Stein eta = 0.1, SSGE threshold 0.98,
     SSM-VR and CSM networks of width ``hidden``). ``standardize`` (kernel estimators only: False, True / "diagonal",
@@ -42,12 +42,12 @@ def make_estimator(name: str, dim: int = 2, cond_dim: int = 0, hidden: int = 64,
     if name == "SSGE":
         return S.SpectralSteinGradientEstimator(threshold=0.98, standardize=standardize)
     if name == "SSM":
-        return S.SlicedScoreEstimator(dim, cond_dim, hidden=hidden, lr=lr, steps_per_fit=steps_per_fit)
-    return S.CompositeScoreEstimator(dim, cond_dim, hidden=hidden, context_dim=8, head_hidden=32, lr=lr,
+        return S.SlicedScoreEstimator(dim, cond_dim=cond_dim, hidden=hidden, lr=lr, steps_per_fit=steps_per_fit)
+    return S.CompositeScoreEstimator(dim, cond_dim=cond_dim, hidden=hidden, context_dim=8, head_hidden=32, lr=lr,
                                      steps_per_fit=steps_per_fit)
 
 
-def fit_estimators(target=None, sample_sizes: Sequence[int] = (50, 200, 800), names: Sequence[str] = ESTIMATOR_NAMES,
+def fit_estimators(target=None, *, sample_sizes: Sequence[int] = (50, 200, 800), names: Sequence[str] = ESTIMATOR_NAMES,
                    n_steps: int = 300, batch_size: int = 128, n_test: int = 1000, seed: int = 0):
     """Fit every estimator on the first n samples of one draw of ``target``, for every n in ``sample_sizes``.
 
@@ -66,7 +66,7 @@ def fit_estimators(target=None, sample_sizes: Sequence[int] = (50, 200, 800), na
     for name in names:
         for n in sizes:
             with config.seeded(seed):
-                est = make_estimator(name, target.dim)
+                est = make_estimator(name, dim=target.dim)
                 z = pool[:n]
                 start = time.perf_counter()
                 if est.amortised:
@@ -81,7 +81,7 @@ def fit_estimators(target=None, sample_sizes: Sequence[int] = (50, 200, 800), na
     return out
 
 
-def run_vae_experiment(x_train: torch.Tensor, x_test: torch.Tensor, latent_dims: Sequence[int] = (8, 32),
+def run_vae_experiment(x_train: torch.Tensor, x_test: torch.Tensor, *, latent_dims: Sequence[int] = (8, 32),
                        methods: Sequence[str] = VAE_METHODS, n_steps: int = 2000, batch_size: int = 64,
                        hidden: Sequence[int] = (256, 256), lr: float = 1e-3, kernel_samples: Optional[int] = None,
                        network_samples: int = 4, estimator_lr: float = 1e-3, n_importance: int = 1000,
@@ -131,23 +131,23 @@ def run_vae_experiment(x_train: torch.Tensor, x_test: torch.Tensor, latent_dims:
             checks.one_of(method, "method", VAE_METHODS)
             with config.seeded(seed):
                 if method == "Gaussian encoder":
-                    vae, est, m = V.make_vae("gaussian", data_dim, latent, hidden), None, 1
+                    vae, est, m = V.make_vae("gaussian", data_dim, latent, hidden=hidden), None, 1
                 else:
                     name = method.split("+ ")[1]
                     skip = noise_skip is True or (noise_skip == "networks" and name in ("SSM", "CSM"))
-                    vae = V.make_vae("implicit", data_dim, latent, hidden, noise_skip=skip)
+                    vae = V.make_vae("implicit", data_dim, latent, hidden=hidden, noise_skip=skip)
                     if name in ("Stein", "SSGE"):
                         m = max(16, 2 * latent) if kernel_samples is None else kernel_samples
                     else:
                         m = network_samples
                     standardize = ("full" if m > latent else "diagonal") if standardize_kernels else False
-                    est = make_estimator(name, latent, cond_dim=data_dim, hidden=128, lr=estimator_lr,
+                    est = make_estimator(name, dim=latent, cond_dim=data_dim, hidden=128, lr=estimator_lr,
                                          standardize=standardize, steps_per_fit=estimator_steps)
                 hist = V.train_vae(vae, x_train, est, steps=n_steps, batch_size=batch_size, n_samples=m, lr=lr,
                                    generator=torch.Generator().manual_seed(seed), x_valid=x_test[:n_valid] if eval_every else None, eval_every=eval_every,
                                    device=device)
                 with config.seeded(seed + 1):
-                    log_lik = float(V.importance_log_likelihood(vae, x_test, n_importance).mean())
+                    log_lik = float(V.importance_log_likelihood(vae, x_test, n_importance=n_importance).mean())
                     rows.append({"latent": latent, "method": method, "log_lik": log_lik, "seconds": hist.seconds,
                                  "ms_per_step": 1000 * hist.seconds / n_steps})
                     histories[latent, method] = hist

@@ -75,7 +75,7 @@ def mixture_log_prob(logits: torch.Tensor, means: torch.Tensor, scales: torch.Te
 
 
 def mixture_sample(logits: torch.Tensor, means: torch.Tensor, scales: torch.Tensor, n: int,
-                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                   *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """``n`` draws from each 1-D mixture with params (..., K): shape (..., n)."""
     batch = logits.shape[:-1]
     probs = torch.softmax(logits.detach(), -1).reshape(-1, logits.shape[-1]).cpu()
@@ -109,7 +109,7 @@ class AEM(nn.Module):
     indexed by the variable d; all of c_d, logits_d, ... depend on x_<d only (ResMADE masks).
     """
 
-    def __init__(self, dim: int, n_components: int = 10, context_dim: int = 16, hidden: int = 64,
+    def __init__(self, dim: int, *, n_components: int = 10, context_dim: int = 16, hidden: int = 64,
                  n_blocks: int = 2, energy_hidden: int = 64, energy_layers: int = 2, n_importance: int = 20,
                  min_scale: float = 1e-3, order: Optional[Sequence[int]] = None):
         super().__init__()
@@ -120,7 +120,7 @@ class AEM(nn.Module):
         self.min_scale = checks.positive(min_scale, "min_scale")
         energy_hidden = checks.positive_int(energy_hidden, "energy_hidden")
         energy_layers = checks.positive_int(energy_layers, "energy_layers")
-        self.backbone = ResMADE(dim, self.context_dim + 3 * self.n_components, hidden, n_blocks, order)
+        self.backbone = ResMADE(dim, self.context_dim + 3 * self.n_components, hidden=hidden, n_blocks=n_blocks, order=order)
         self.order = self.backbone.order
         # first layer on [x_d, c_d] split as A c_d + a x_d: A c_d is computed once per context and
         # broadcast over the S samples (the same function as one Linear on the concatenation)
@@ -161,7 +161,7 @@ class AEM(nn.Module):
 
     def _log_normaliser(self, c, logits, means, scales, n_importance, generator):
         r"""log Z_hat_d, shape (n, D), from S proposal samples (samples and their log q detached)."""
-        samples = mixture_sample(logits, means, scales, n_importance, generator).detach()   # (n, D, S)
+        samples = mixture_sample(logits, means, scales, n_importance, generator=generator).detach()   # (n, D, S)
         log_q = mixture_log_prob(*(p.unsqueeze(-2) for p in (logits, means, scales)), samples).detach()
         log_f = self.log_unnormalised(c.unsqueeze(-2), samples)
         return importance_log_normaliser(log_f, log_q)
@@ -240,7 +240,7 @@ class AEM(nn.Module):
         x = torch.zeros(n, self.dim, device=device)
         for d in self.order.tolist():
             c, logits, means, scales = (p[:, d] for p in self.context(x))       # (n, C), (n, K) x3
-            candidates = mixture_sample(logits, means, scales, n_proposals, generator)      # (n, S)
+            candidates = mixture_sample(logits, means, scales, n_proposals, generator=generator)      # (n, S)
             log_q = mixture_log_prob(logits.unsqueeze(1), means.unsqueeze(1), scales.unsqueeze(1), candidates)
             log_f = self.log_unnormalised(c.unsqueeze(1), candidates)
             x[:, d] = sir(candidates, log_f - log_q, generator=generator)
@@ -253,7 +253,7 @@ class AEM(nn.Module):
         x = torch.zeros(n, self.dim, device=next(self.parameters()).device)
         for d in self.order.tolist():
             _, logits, means, scales = (p[:, d] for p in self.context(x))
-            x[:, d] = mixture_sample(logits, means, scales, 1, generator)[:, 0]
+            x[:, d] = mixture_sample(logits, means, scales, 1, generator=generator)[:, 0]
         return x
 
 

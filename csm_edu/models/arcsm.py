@@ -191,7 +191,7 @@ class ARCSM(AutoregressiveScoreModel):
     product depends on x_d), so :meth:`scores_and_diagonal` costs little more than the scores.
     """
 
-    def __init__(self, dim: int, hidden: int = 64, n_blocks: int = 2, context_dim: int = 16,
+    def __init__(self, dim: int, *, hidden: int = 64, n_blocks: int = 2, context_dim: int = 16,
                  order: Optional[Sequence[int]] = None, cond_dim: int = 0, head_hidden: int = 64,
                  backbone: Optional[nn.Module] = None, head: str = "mlp", n_bumps: int = 8):
         super().__init__()
@@ -202,7 +202,7 @@ class ARCSM(AutoregressiveScoreModel):
         self.head_kind = checks.one_of(head, "head", HEADS)
         self.n_bumps = checks.positive_int(n_bumps, "n_bumps")
         if backbone is None:
-            backbone = ResMADE(dim, context_dim, hidden, n_blocks, order, cond_dim)
+            backbone = ResMADE(dim, context_dim, hidden=hidden, n_blocks=n_blocks, order=order, cond_dim=cond_dim)
         self.backbone = backbone
         backbone_order = getattr(backbone, "order", None)
         if backbone_order is not None:

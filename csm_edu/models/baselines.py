@@ -21,12 +21,12 @@ class _MADEDensity(nn.Module):
 
     n_params: int
 
-    def __init__(self, dim, hidden, n_blocks, order, cond_dim, min_log_std=-5.0):
+    def __init__(self, dim, hidden, n_blocks, order, *, cond_dim, min_log_std=-5.0):
         super().__init__()
         self.dim = checks.positive_int(dim, "dim")
         self.cond_dim = checks.positive_int(cond_dim, "cond_dim", minimum=0)
         self.min_log_std = float(min_log_std)
-        self.backbone = ResMADE(dim, self.n_params, hidden, n_blocks, order, cond_dim)
+        self.backbone = ResMADE(dim, self.n_params, hidden=hidden, n_blocks=n_blocks, order=order, cond_dim=cond_dim)
         self.order = self.backbone.order
 
     def _log_std(self, raw):
@@ -82,7 +82,7 @@ class GaussianMADE(_MADEDensity):
 
     n_params = 2
 
-    def __init__(self, dim: int, hidden: int = 64, n_blocks: int = 2, order: Optional[Sequence[int]] = None,
+    def __init__(self, dim: int, *, hidden: int = 64, n_blocks: int = 2, order: Optional[Sequence[int]] = None,
                  cond_dim: int = 0):
         super().__init__(dim, hidden, n_blocks, order, cond_dim)
 
@@ -110,7 +110,7 @@ class MixtureMADE(_MADEDensity):
     d/dx_d log p = sum_k r_k (-(x_d - mu_k) / sigma_k^2).
     """
 
-    def __init__(self, dim: int, n_components: int = 8, hidden: int = 64, n_blocks: int = 2,
+    def __init__(self, dim: int, *, n_components: int = 8, hidden: int = 64, n_blocks: int = 2,
                  order: Optional[Sequence[int]] = None, cond_dim: int = 0):
         self.n_components = checks.positive_int(n_components, "n_components")
         self.n_params = 3 * self.n_components

@@ -95,7 +95,7 @@ class ResMADE(nn.Module):
     through the network, so a smooth activation keeps second derivatives meaningful.
     """
 
-    def __init__(self, dim: int, context_dim: int, hidden: int = 64, n_blocks: int = 2,
+    def __init__(self, dim: int, context_dim: int, *, hidden: int = 64, n_blocks: int = 2,
                  order: Optional[Sequence[int]] = None, cond_dim: int = 0, activation=nn.SiLU):
         super().__init__()
         self.dim = checks.positive_int(dim, "dim")

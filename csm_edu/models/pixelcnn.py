@@ -64,7 +64,7 @@ class MaskedConv2d(nn.Conv2d):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, mask_type: str,
-                 in_groups: torch.Tensor, out_groups: torch.Tensor):
+                 *, in_groups: torch.Tensor, out_groups: torch.Tensor):
         checks.one_of(mask_type, "mask_type", ("A", "B"))
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd so the kernel has a centre, got {kernel_size}")
@@ -91,8 +91,8 @@ class GatedResidualBlock(nn.Module):
     def __init__(self, channels: int, n_groups: int, kernel_size: int = 3, cond_dim: int = 0):
         super().__init__()
         groups = channel_groups(channels, n_groups)
-        self.gate_conv = MaskedConv2d(channels, 2 * channels, kernel_size, "B", groups, groups.repeat(2))
-        self.out_conv = MaskedConv2d(channels, channels, 1, "B", groups, groups)
+        self.gate_conv = MaskedConv2d(channels, 2 * channels, kernel_size, "B", in_groups=groups, out_groups=groups.repeat(2))
+        self.out_conv = MaskedConv2d(channels, channels, 1, "B", in_groups=groups, out_groups=groups)
         self.cond = nn.Linear(cond_dim, 2 * channels, bias=False) if cond_dim else None
 
     def forward(self, h: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -116,7 +116,7 @@ class PixelCNNContext(nn.Module):
     ``C * context_dim`` channels (channel ``c``'s block read by group ``c``).
     """
 
-    def __init__(self, image_shape=(1, 28, 28), context_dim: int = 32, hidden_channels: int = 64, n_blocks: int = 4,
+    def __init__(self, image_shape=(1, 28, 28), *, context_dim: int = 32, hidden_channels: int = 64, n_blocks: int = 4,
                  kernel_size: int = 3, first_kernel: int = 7, cond_dim: int = 0):
         super().__init__()
         self.image_shape = check_image_shape(image_shape)
@@ -130,10 +130,10 @@ class PixelCNNContext(nn.Module):
         image_groups = torch.arange(channels)
         hidden_groups = channel_groups(hidden_channels, channels)
         out_groups = image_groups.repeat_interleave(self.context_dim)
-        self.input_conv = MaskedConv2d(channels, hidden_channels, first_kernel, "A", image_groups, hidden_groups)
+        self.input_conv = MaskedConv2d(channels, hidden_channels, first_kernel, "A", in_groups=image_groups, out_groups=hidden_groups)
         self.blocks = nn.ModuleList(GatedResidualBlock(hidden_channels, channels, kernel_size, self.cond_dim)
                                     for _ in range(n_blocks))
-        self.output_conv = MaskedConv2d(hidden_channels, channels * self.context_dim, 1, "B", hidden_groups, out_groups)
+        self.output_conv = MaskedConv2d(hidden_channels, channels * self.context_dim, 1, "B", in_groups=hidden_groups, out_groups=out_groups)
 
     def as_images(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` as ``(n, C, H, W)``, from that shape or from flat ``(n, D)``; raise on anything else."""
@@ -180,7 +180,7 @@ def _log_sigmoid_difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def discretized_logistic_mixture_log_prob(k: torch.Tensor, logit_weights: torch.Tensor, means: torch.Tensor,
-                                          log_scales: torch.Tensor, levels: int = 256) -> torch.Tensor:
+                                          log_scales: torch.Tensor, *, levels: int = 256) -> torch.Tensor:
     """Log-probability of integer pixels ``k in {0..L-1}`` under a discretised logistic mixture.
 
     Pixels live in ``[-1, 1]`` at centres ``v_k = 2k/(L-1) - 1``, half bin width ``delta = 1/(L-1)``
@@ -227,13 +227,13 @@ class PixelCNNPP(nn.Module):
     integer pixels k to x = k/(L-1) for this model and back with k = x (L-1).
     """
 
-    def __init__(self, image_shape=(1, 28, 28), n_mixtures: int = 5, levels: int = 256, hidden_channels: int = 64,
+    def __init__(self, image_shape=(1, 28, 28), *, n_mixtures: int = 5, levels: int = 256, hidden_channels: int = 64,
                  n_blocks: int = 4, kernel_size: int = 3, first_kernel: int = 7, cond_dim: int = 0):
         super().__init__()
         self.levels = checks.positive_int(levels, "levels", minimum=2)
         self.n_mixtures = checks.positive_int(n_mixtures, "n_mixtures")
-        self.backbone = PixelCNNContext(image_shape, 3 * self.n_mixtures, hidden_channels, n_blocks, kernel_size,
-                                        first_kernel, cond_dim)
+        self.backbone = PixelCNNContext(image_shape, context_dim=3 * self.n_mixtures, hidden_channels=hidden_channels, n_blocks=n_blocks, kernel_size=kernel_size,
+                                        first_kernel=first_kernel, cond_dim=cond_dim)
         self.image_shape, self.dim = self.backbone.image_shape, self.backbone.dim
 
     def _integers(self, x: torch.Tensor) -> torch.Tensor:
@@ -254,7 +254,7 @@ class PixelCNNPP(nn.Module):
         """``log P(k)`` in nats per image, shape ``(n,)``, for ``x = k/(L-1)``."""
         k = self._integers(x)
         logit_weights, means, log_scales = self.mixture_parameters(x, y)
-        return discretized_logistic_mixture_log_prob(k, logit_weights, means, log_scales, self.levels).sum(1)
+        return discretized_logistic_mixture_log_prob(k, logit_weights, means, log_scales, levels=self.levels).sum(1)
 
     def bits_per_dim(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``-log2 P(k) / D`` per image, shape ``(n,)``."""

@@ -41,7 +41,7 @@ def interactive_panel(view: Callable, controls: Dict[str, "object"], columns: in
     return widgets.VBox(rows + [readout, out])
 
 
-def animation_panel(view: Callable, n_frames: int, name: str = "frame", value: int = 0,
+def animation_panel(view: Callable, n_frames: int, *, name: str = "frame", value: int = 0,
                     interval_ms: int = 400, description: str = "frame"):
     """A Play button linked (jslink) to an IntSlider over ``n_frames`` frames, drawing ``view(**{name: i})``.
 

@@ -36,7 +36,7 @@ class LangevinExplorer:
     :class:`csm_edu.sampling.SamplerDivergedError` (the panel shows it as a red readout).
     """
 
-    def __init__(self, target=None, n_chains: Optional[int] = None, init_std: float = 3.0,
+    def __init__(self, target=None, *, n_chains: Optional[int] = None, init_std: float = 3.0,
                  window: Sequence[float] = viz.DEFAULT_WINDOW, mmd_bandwidth: float = 0.5, seed: int = 0):
         self.target = target if target is not None else toy_distribution("mixture")
         if not hasattr(self.target, "score") or not hasattr(self.target, "sample"):
@@ -85,7 +85,7 @@ def langevin_panel(explorer: Optional[LangevinExplorer] = None, step_size: float
     return interactive_panel(explorer, controls)
 
 
-def trajectory_frame_figure(trajectory: torch.Tensor, frame: int, log_prob_fn: Optional[Callable] = None,
+def trajectory_frame_figure(trajectory: torch.Tensor, frame: int, *, log_prob_fn: Optional[Callable] = None,
                             window: Sequence[float] = viz.DEFAULT_WINDOW, n_show: int = 30,
                             record_every: int = 1):
     """One animation frame: the first ``frame + 1`` recorded states of ``n_show`` chains over the density.
@@ -105,7 +105,7 @@ def trajectory_frame_figure(trajectory: torch.Tensor, frame: int, log_prob_fn: O
     return fig, f"frame {frame} of {traj.shape[0] - 1} (Langevin step {frame * record_every})"
 
 
-def trajectory_animation(trajectory: torch.Tensor, log_prob_fn: Optional[Callable] = None,
+def trajectory_animation(trajectory: torch.Tensor, *, log_prob_fn: Optional[Callable] = None,
                          window: Sequence[float] = viz.DEFAULT_WINDOW, n_show: int = 30,
                          record_every: int = 1, interval_ms: int = 400):
     """A Play button linked (jslink) to a frame slider over the recorded trajectory."""

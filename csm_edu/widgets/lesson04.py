@@ -42,7 +42,7 @@ def demo_matrix(diagonal_share: float = 0.5, dim: int = 8, seed: int = 0) -> tor
     return (w ** 0.5) * diag / diag.norm() + ((1.0 - w) ** 0.5) * off / off.norm()
 
 
-def hutchinson_figure(n_projections: int, kind: str = "gaussian", diagonal_share: float = 0.5,
+def hutchinson_figure(n_projections: int, *, kind: str = "gaussian", diagonal_share: float = 0.5,
                       dim: int = 8, n_trials: int = 4000, seed: int = 0,
                       matrix: Optional[torch.Tensor] = None):
     """Histogram of ``n_trials`` Hutchinson estimates of tr(A); returns ``(figure, readout)``.
@@ -95,12 +95,12 @@ def hutchinson_panel(max_projections: int = 64, dim: int = 8, n_trials: int = 40
     }
 
     def view(n_projections, kind, diagonal_share):
-        return hutchinson_figure(n_projections, kind, diagonal_share, dim=dim, n_trials=n_trials)
+        return hutchinson_figure(n_projections, kind=kind, diagonal_share=diagonal_share, dim=dim, n_trials=n_trials)
 
     return interactive_panel(view, controls)
 
 
-def variance_against_projections_figure(matrix, projections: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
+def variance_against_projections_figure(matrix, *, projections: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
                                         n_trials: int = 2000, seed: int = 0, ax=None):
     """Measured variance of the Hutchinson estimate against M (dots) and the closed forms (lines).
 

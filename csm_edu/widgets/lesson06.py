@@ -156,7 +156,7 @@ def plot_samples_and_weights(samples_by_name: Dict[str, torch.Tensor], mixture: 
     return fig
 
 
-def annealed_view(model, mixture: GaussianMixture, n_levels: int, sigma_max: float, steps_per_level: int,
+def annealed_view(model, mixture: GaussianMixture, n_levels: int, sigma_max: float, *, steps_per_level: int,
                   sigma_min: float = 0.1, n: int = 400, seed: int = 0):
     """Samples of annealed Langevin and their recovered weights; readout with the weight of mode 1."""
     start = time.perf_counter()
@@ -172,7 +172,7 @@ def annealed_view(model, mixture: GaussianMixture, n_levels: int, sigma_max: flo
     return fig, text
 
 
-def annealed_panel(model, mixture: GaussianMixture, sigma_min: float = 0.1, sigma_max_range=(0.5, 20.0),
+def annealed_panel(model, mixture: GaussianMixture, *, sigma_min: float = 0.1, sigma_max_range=(0.5, 20.0),
                    max_levels: int = 12, max_steps: int = 100, n: int = 300):
     """Sliders: number of levels, sigma_max (log scale), steps per level -> :func:`annealed_view`."""
     import ipywidgets as widgets

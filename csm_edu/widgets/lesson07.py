@@ -35,7 +35,7 @@ def conditional_log_density(model, first_value: float, grid: torch.Tensor) -> to
         return model.conditional_log_probs(x)[:, b]
 
 
-def conditional_figure(model, first_value: float, target=None, baselines: Optional[Dict[str, object]] = None,
+def conditional_figure(model, first_value: float, *, target=None, baselines: Optional[Dict[str, object]] = None,
                        bounds: Sequence[float] = (-6.0, 6.0), n_grid: int = 241, ax=None):
     """Plot q(x_b | x_a = first_value) of ``model`` (and ``baselines``, name -> model) and the target's.
 
@@ -80,7 +80,7 @@ def conditional_panel(model, target=None, baselines: Optional[Dict[str, object]]
     slider = widgets.FloatSlider(value=0.0, min=-4.0, max=4.0, step=0.1, description="first x",
                                  continuous_update=False)
     return interactive_panel(
-        lambda first_value: conditional_figure(model, first_value, target, baselines, bounds),
+        lambda first_value: conditional_figure(model, first_value, target=target, baselines=baselines, bounds=bounds),
         {"first_value": slider})
 
 

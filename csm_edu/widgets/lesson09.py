@@ -10,7 +10,7 @@ from .base import interactive_panel
 COLORS = {"exact SM": "tab:red", "SSM": "tab:orange", "SSM-VR": "tab:olive", "DSM": "tab:blue", "CSM": "tab:green"}
 
 
-def scaling_view(rows: List[dict], objectives: Sequence[str] = OBJECTIVE_NAMES, max_dim: int = 784,
+def scaling_view(rows: List[dict], *, objectives: Sequence[str] = OBJECTIVE_NAMES, max_dim: int = 784,
                  log_scale: bool = True, memory: bool = False):
     """Plot ms per step (or saved MB with ``memory=True``) against D for the chosen objectives.
 
@@ -96,7 +96,7 @@ def scaling_panel(rows: List[dict]):
     memory = widgets.Checkbox(value=False, description="memory instead of time")
 
     def view(max_dim, objectives, log_scale, memory):
-        return scaling_view(rows, list(objectives), max_dim, log_scale, memory)
+        return scaling_view(rows, objectives=list(objectives), max_dim=max_dim, log_scale=log_scale, memory=memory)
 
     return interactive_panel(view, {"max_dim": max_dim, "objectives": objectives, "log_scale": log_scale,
                                     "memory": memory}, columns=2)

@@ -26,7 +26,7 @@ def partial_images(states: torch.Tensor, step: int, order: torch.Tensor, image_s
     return pixels.reshape(-1, *image_shape)
 
 
-def sampling_step_figure(model, states: torch.Tensor, step: int, image_shape=(1, 8, 8), n_grid: int = 201):
+def sampling_step_figure(model, states: torch.Tensor, step: int, *, image_shape=(1, 8, 8), n_grid: int = 201):
     """Figure (partial images | density of the next pixel of image 0) and a readout; ``step`` in 0..D."""
     order = model.order.cpu()
     partial = partial_images(states, step, order, image_shape)
@@ -56,4 +56,4 @@ def sampling_panel(model, states: torch.Tensor, image_shape=(1, 8, 8)):
     import ipywidgets as widgets
     slider = widgets.IntSlider(value=0, min=0, max=states.shape[0] - 1, step=1, description="pixels",
                                continuous_update=False)
-    return interactive_panel(lambda step: sampling_step_figure(model, states, step, image_shape), {"step": slider})
+    return interactive_panel(lambda step: sampling_step_figure(model, states, step, image_shape=image_shape), {"step": slider})

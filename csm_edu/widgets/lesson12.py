@@ -24,7 +24,7 @@ from ..experiments.vae_study import ESTIMATOR_NAMES, implicit_target
 BANANA_BOUNDS = (-4.0, 4.0, -3.0, 5.0)
 
 
-def estimator_field_figure(fitted: Dict, name: str, n_samples: int, target=None,
+def estimator_field_figure(fitted: Dict, name: str, n_samples: int, *, target=None,
                            bounds: Sequence[float] = BANANA_BOUNDS, n_arrows: int = 15):
     """True score field (left) and the estimated one (right, with the samples it saw), both over the
     true density; arrows show directions. Returns ``(figure, readout)`` with the Fisher divergence."""
@@ -56,7 +56,7 @@ def estimator_panel(fitted: Dict, target=None):
     controls = {"name": widgets.Dropdown(options=names, value=names[0], description="estimator"),
                 "n_samples": widgets.SelectionSlider(options=sizes, value=sizes[-1], description="samples",
                                                      continuous_update=False)}
-    return interactive_panel(lambda name, n_samples: estimator_field_figure(fitted, name, n_samples, target), controls)
+    return interactive_panel(lambda name, n_samples: estimator_field_figure(fitted, name, n_samples, target=target), controls)
 
 
 def fisher_table(fitted: Dict) -> str:

@@ -28,7 +28,7 @@ def window_at(sde: diffusion.SDE, t: float, data_radius: float = 4.5) -> tuple:
     return (-half, half, -half, half)
 
 
-def forward_noising_figure(kind: str = "VE", t: float = 0.3, n: int = 600, toy: str = "mixture",
+def forward_noising_figure(kind: str = "VE", *, t: float = 0.3, n: int = 600, toy: str = "mixture",
                            seed: int = 0):
     """Left: the exact density of p_t for the toy mixture; right: data pushed to time t.
 
@@ -61,10 +61,10 @@ def forward_noising_panel(toy: str = "mixture"):
         "kind": widgets.ToggleButtons(options=list(SDE_KINDS), value="VE", description="SDE"),
         "t": widgets.FloatSlider(value=0.3, min=0.0, max=1.0, step=0.02, description="t", continuous_update=False),
     }
-    return interactive_panel(lambda kind, t: forward_noising_figure(kind, t, toy=toy), controls)
+    return interactive_panel(lambda kind, t: forward_noising_figure(kind, t=t, toy=toy), controls)
 
 
-def score_comparison_figure(score_fn: Callable, target, sde: diffusion.SDE, t: float = 0.3,
+def score_comparison_figure(score_fn: Callable, target, sde: diffusion.SDE, *, t: float = 0.3,
                             n_arrows: int = 17, n_eval: int = 2000, seed: int = 0):
     """True (white) and learned (red) score directions over the density of p_t, with the relative
     Fisher divergence E|s_theta - grad log p_t|^2 / E|grad log p_t|^2 under p_t as readout.
@@ -94,10 +94,10 @@ def score_comparison_panel(score_fn: Callable, target, sde: diffusion.SDE):
     import ipywidgets as widgets
     controls = {"t": widgets.FloatSlider(value=0.3, min=0.02, max=1.0, step=0.02, description="t",
                                          continuous_update=False)}
-    return interactive_panel(lambda t: score_comparison_figure(score_fn, target, sde, t), controls)
+    return interactive_panel(lambda t: score_comparison_figure(score_fn, target, sde, t=t), controls)
 
 
-def trajectory_frame_figure(trajectory: torch.Tensor, frame: int, times: Optional[Sequence[float]] = None,
+def trajectory_frame_figure(trajectory: torch.Tensor, frame: int, *, times: Optional[Sequence[float]] = None,
                             n_show: int = 30, window: Optional[Sequence[float]] = None,
                             reference: Optional[torch.Tensor] = None):
     """One animation frame of reverse trajectories: all points at ``frame`` (grey: the data,
@@ -122,7 +122,7 @@ def trajectory_frame_figure(trajectory: torch.Tensor, frame: int, times: Optiona
     return fig
 
 
-def trajectory_player(trajectory: torch.Tensor, times: Optional[Sequence[float]] = None,
+def trajectory_player(trajectory: torch.Tensor, *, times: Optional[Sequence[float]] = None,
                       reference: Optional[torch.Tensor] = None, window: Optional[Sequence[float]] = None,
                       interval_ms: int = 400):
     """Play button and frame slider (linked) over :func:`trajectory_frame_figure`."""
