@@ -350,7 +350,7 @@ class SlicedScoreEstimator(_NetworkEstimator):
         dim = checks.positive_int(dim, "dim")
         cond_dim = checks.positive_int(cond_dim, "cond_dim", minimum=0)
         net = mlp([dim + cond_dim] + [checks.positive_int(hidden, "hidden")] * checks.positive_int(depth, "depth") + [dim])
-        super().__init__(net, dim, cond_dim, lr, steps_per_fit)
+        super().__init__(net, dim, cond_dim, lr, steps_per_fit=steps_per_fit)
         self.n_projections = checks.positive_int(n_projections, "n_projections")
         self.variance_reduction = bool(variance_reduction)
 
@@ -404,7 +404,7 @@ class CompositeScoreEstimator(_NetworkEstimator):
         cond_dim = checks.positive_int(cond_dim, "cond_dim", minimum=0)
         model = ARCSM(dim, hidden=hidden, n_blocks=n_blocks, context_dim=context_dim, order=order,
                       cond_dim=cond_dim, head_hidden=head_hidden)
-        super().__init__(model, dim, cond_dim, lr, steps_per_fit)
+        super().__init__(model, dim, cond_dim, lr, steps_per_fit=steps_per_fit)
         self.n_nodes = checks.positive_int(n_nodes, "n_nodes", minimum=2)
         self.margin = checks.positive(margin, "margin")
         self.cross_terms = bool(cross_terms)

@@ -459,7 +459,7 @@ def check_annealed_langevin(fn: Callable) -> bool:
         out = as_tensor_result(ex, call(ex, fn, *args, _gen(seed + 10)), (n, dim), "the samples")
         if not torch.equal(x0, before):
             fail(ex, "your sampler changed x0 in place", "start from x = x0.clone()")
-        ref = sampling.annealed_langevin(*args, generator=_gen(seed + 10))
+        ref = sampling.annealed_langevin(score, x0, sigmas, steps_per_sigma=5, step_size=0.01, generator=_gen(seed + 10))
         if close(out, ref, 1e-4, 1e-6):
             continue
         variants = {

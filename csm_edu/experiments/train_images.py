@@ -276,7 +276,7 @@ def build_loss(model: torch.nn.Module, cfg: dict) -> Callable:
         sigma = checks.positive(cfg["cdsm_sigma"], "cdsm_sigma")
         loss = lambda m, z: objectives.composite_denoising_score_matching(m, z, sigma)  # noqa: E731
     else:
-        loss = images.mle_loss(model)
+        loss = images.mle_loss
     if cfg["model"] != "pixelcnn++" and cfg["dequantize"] == "fresh":
         loss = images.dequantizing(loss, cfg["levels"])
     return loss
@@ -392,7 +392,7 @@ def test_bits_per_dim(model, k: torch.Tensor, cfg: dict) -> float:
     total = torch.zeros(2, dtype=torch.float64, device=device)
     for j in range(rank, math.ceil(len(k) / size), world):
         chunk = k[j * size:(j + 1) * size]
-        bpd = images.model_bits_per_dim(model, chunk, cfg["levels"], cfg["n_nodes"], seed=1 + j, batch_size=size)
+        bpd = images.model_bits_per_dim(model, chunk, cfg["levels"], seed=1 + j, chunk_size=size)
         total += torch.stack([bpd.double().sum(), torch.tensor(float(len(chunk)), dtype=torch.float64)]).to(device)
     if world > 1:
         dist.all_reduce(total)
@@ -405,7 +405,7 @@ def write_sample_grid(model, cfg: dict, path: Path, generator: torch.Generator) 
 
     from .. import viz
 
-    samples = images.sample_model(model, cfg["n_samples"], cfg, generator)
+    samples = images.sample_model(model, cfg["n_samples"], cfg, generator=generator)
     fig = viz.image_grid(samples, title=f"{cfg['name']}: {cfg['n_samples']} samples")
     with files.atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=100, bbox_inches="tight")

@@ -84,7 +84,7 @@ class GaussianMADE(_MADEDensity):
 
     def __init__(self, dim: int, *, hidden: int = 64, n_blocks: int = 2, order: Optional[Sequence[int]] = None,
                  cond_dim: int = 0):
-        super().__init__(dim, hidden, n_blocks, order, cond_dim)
+        super().__init__(dim, hidden, n_blocks, order, cond_dim=cond_dim)
 
     def _split(self, p):
         return p[..., 0], self._log_std(p[..., 1])
@@ -114,7 +114,7 @@ class MixtureMADE(_MADEDensity):
                  order: Optional[Sequence[int]] = None, cond_dim: int = 0):
         self.n_components = checks.positive_int(n_components, "n_components")
         self.n_params = 3 * self.n_components
-        super().__init__(dim, hidden, n_blocks, order, cond_dim)
+        super().__init__(dim, hidden, n_blocks, order, cond_dim=cond_dim)
         with torch.no_grad():  # spread the initial means over [-2, 2] to break the symmetry
             bias = self.backbone.output_layer.bias.view(self.dim, 3, self.n_components)
             bias[:, 1] = torch.linspace(-2.0, 2.0, self.n_components)
