@@ -224,6 +224,17 @@ def _loss_stream(seed: int, dev: torch.device):
         yield
 
 
+def _loss_seed(generator: torch.Generator, full_batch: bool = False) -> int:
+    """The seed of the loss's noise stream: the generator's own seed while it is unused (so a fresh
+    ``torch.Generator().manual_seed(s)`` reproduces the runs of the kit's earlier ``fit(seed=s)``),
+    else, and always for full batches (which draw nothing else), a number drawn from it, so that a
+    generator reused across calls gives each call fresh noise."""
+    seed = generator.initial_seed()
+    if not full_batch and torch.equal(generator.get_state(), torch.Generator().manual_seed(seed).get_state()):
+        return seed % (2 ** 62)
+    return int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+
+
 def _set_rng_state(state: dict, dev: torch.device) -> None:
     torch.set_rng_state(state["cpu"])
     if state.get("cuda") is not None and dev.type == "cuda":
@@ -286,7 +297,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, data: torch.Tensor, *, steps:
     - ``generator``: the source of all randomness (default ``torch.Generator().manual_seed(0)``,
       so a run is reproducible). Minibatch indices are drawn from it; ``loss_fn`` and the model
       draw their noise from PyTorch's global RNG, which ``fit`` runs in a forked copy seeded
-      once from ``generator`` (as :func:`csm_edu.config.seeded` does): the caller's global stream is
+      once from ``generator`` (with its seed while it is unused, else with a number drawn from it) (as :func:`csm_edu.config.seeded` does): the caller's global stream is
       left untouched and nothing is reseeded globally.
     - ``checkpoint``: a file path, checked writable before training starts. The full training
       state (weights, optimiser and scheduler state, step, both RNG states, History) is written
@@ -394,7 +405,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, data: torch.Tensor, *, steps:
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps, eta_min=0.05 * lr) if lr_decay else None),
         torch.optim.lr_scheduler.LRScheduler)
     history = history if history is not None else History(batch_size=batch_size or data.shape[0])
-    loss_seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+    loss_seed = _loss_seed(generator, full_batch=batch_size is None)
     done, loss_rng = 0, None
     if resume and checkpoint.exists():
         state = _read_checkpoint(checkpoint)

@@ -116,6 +116,16 @@ def test_fit_leaves_the_global_rng_alone_and_is_reproducible_from_its_generator(
     assert torch.equal(_params(a), _params(b))              # default generator: seeded 0
 
 
+@pytest.mark.parametrize("batch_size", [32, None])
+def test_a_generator_reused_across_calls_gives_each_call_fresh_noise(batch_size):
+    g = torch.Generator().manual_seed(0)
+    noise = []
+    for _ in range(2):
+        train.fit(_model(), lambda m, b: noise.append(torch.randn(1).item()) or _noisy_loss(m, b), _x(), steps=1,
+                  batch_size=batch_size, generator=g, progress=False, device="cpu")
+    assert noise[0] != noise[1]
+
+
 def test_optimizer_scheduler_and_callbacks_plug_in():
     seen = []
     model = _model()
