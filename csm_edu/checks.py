@@ -66,13 +66,20 @@ def positive_int(value, name: str, minimum: int = 1) -> int:
     return v
 
 
-def sigma_sequence(sigmas, name: str = "sigmas") -> torch.Tensor:
-    """Return noise levels as a 1-D float tensor, raising unless all are finite and > 0."""
+def sigma_sequence(sigmas, name: str = "sigmas", *, decreasing: bool = False) -> torch.Tensor:
+    """Return noise levels as a 1-D float tensor, raising unless all are finite and > 0.
+
+    ``decreasing=True`` (annealed samplers, which go from the largest level to the smallest) also
+    raises unless the levels do not increase.
+    """
     s = torch.as_tensor(sigmas, dtype=torch.float32).flatten()
     if s.numel() == 0:
         raise ValueError(f"{name} is empty: give at least one noise level, e.g. geometric_sigmas(1.0, 0.01, 10)")
     if not torch.isfinite(s).all() or (s <= 0).any():
         raise ValueError(f"every entry of {name} must be finite and > 0, got {s.tolist()}")
+    if decreasing and (s[1:] > s[:-1]).any():
+        raise ValueError(f"{name} must go from the largest noise level to the smallest, got {s.tolist()}; "
+                         f"reverse it, e.g. sorted({name}, reverse=True)")
     return s
 
 

@@ -100,13 +100,16 @@ class GaussianMixture(Distribution):
               \nabla_x \log p(x) = \sum_k r_k(x)\,\bigl(-\Sigma_k^{-1}(x-\mu_k)\bigr),
 
     where r_k(x) = w_k N(x; mu_k, Sigma_k) / p(x) are the responsibilities.
-    ``covs`` may be one scalar (shared isotropic), a list of scalars, or (K, D, D) matrices.
+    ``weights`` need not sum to one: they are normalised (``self.weights`` sums to one); by
+    default all components weigh 1/K. ``covs`` may be one scalar (shared isotropic), a list of scalars, or (K, D, D) matrices.
     """
 
     def __init__(self, means, covs=1.0, weights=None):
         means = torch.as_tensor(means, dtype=torch.float64)
         if means.dim() != 2:
             raise ValueError(f"means must have shape (K, D), got {tuple(means.shape)}")
+        if not torch.isfinite(means).all():
+            raise ValueError("means contain NaN or inf; give finite component means")
         k, self.dim = means.shape
         covs_t = torch.as_tensor(covs, dtype=torch.float64)
         if covs_t.dim() == 0 or (covs_t.dim() == 1 and covs_t.numel() == k and k != self.dim):
@@ -122,8 +125,8 @@ class GaussianMixture(Distribution):
         if weights is None:
             weights = torch.full((k,), 1.0 / k, dtype=torch.float64)
         weights = torch.as_tensor(weights, dtype=torch.float64).flatten()
-        if weights.numel() != k or (weights < 0).any() or weights.sum() <= 0:
-            raise ValueError(f"weights must be {k} non-negative numbers with a positive sum, got {weights.tolist()}")
+        if weights.numel() != k or not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError(f"weights must be {k} finite non-negative numbers with a positive sum, got {weights.tolist()}")
         self.weights = (weights / weights.sum()).float()
         self.components = [Gaussian(m, _as_cov(c, self.dim, "covs")) for m, c in zip(means, covs_list)]
         self.means = means.float()

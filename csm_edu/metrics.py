@@ -77,10 +77,21 @@ def grid_log_likelihood(log_prob_unnormalised: Callable, x: torch.Tensor, *,
 
 
 def median_bandwidth(x: torch.Tensor, y: torch.Tensor, max_points: int = 2000) -> float:
-    """The median heuristic: the median pairwise Euclidean distance in the pooled sample."""
-    z = torch.cat([x, y])[:max_points]
+    """The median heuristic: the median pairwise Euclidean distance in the pooled sample.
+
+    At most ``max_points`` points are used, taken evenly from both samples (the first
+    ``max_points // 2`` rows of each, more of one when the other is smaller), so the bandwidth
+    always sees both. Raises when every pairwise distance is zero (identical points: no scale).
+    """
+    max_points = checks.positive_int(max_points, "max_points", minimum=2)
+    take_x = min(len(x), max(max_points // 2, max_points - len(y)))
+    z = torch.cat([x[:take_x], y[:max_points - take_x]])
     d = torch.cdist(z, z)
-    return float(d[torch.triu(torch.ones_like(d, dtype=torch.bool), diagonal=1)].median())
+    h = float(d[torch.triu(torch.ones_like(d, dtype=torch.bool), diagonal=1)].median())
+    if not h > 0:
+        raise ValueError("the median pairwise distance of x and y is 0 (most points coincide), so the median "
+                         "heuristic gives no bandwidth; pass bandwidth= explicitly")
+    return h
 
 
 def mmd(x: torch.Tensor, y: torch.Tensor, bandwidth: Optional[float] = None) -> float:
@@ -131,8 +142,12 @@ def auroc(scores_positive, scores_negative) -> float:
 
 
 def summarise(values: Sequence[float]) -> Tuple[float, float]:
-    """Mean and standard error of a list of numbers."""
+    """Mean and standard error of a list of numbers (the standard error of one number is NaN: unknown)."""
     v = torch.as_tensor(list(values), dtype=torch.float64)
+    if v.numel() == 0:
+        raise ValueError("values is empty: the mean and standard error need at least one number")
+    if not torch.isfinite(v).all():
+        raise ValueError(f"values contain NaN or inf: {v.tolist()}; drop the failed runs first")
     if v.numel() < 2:
         return float(v.mean()), float("nan")
     return float(v.mean()), float(v.std() / math.sqrt(v.numel()))

@@ -38,6 +38,9 @@ def score_and_trace_loop(score_fn: ScoreFn, x: torch.Tensor):
     """
     x = checks.as_batch(x, "x").detach().requires_grad_(True)
     s = _score_of(score_fn, x)
+    if not s.requires_grad:
+        raise TypeError("score_fn's output does not depend on x through autograd (detached, computed without "
+                        "gradients, or with NumPy), so its Jacobian trace cannot be taken; return a torch expression of x")
     trace = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     for d in range(x.shape[1]):
         (grad_d,) = torch.autograd.grad(s[:, d].sum(), x, create_graph=True)

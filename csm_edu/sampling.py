@@ -127,7 +127,7 @@ def annealed_langevin(score_fn: Callable, x0: torch.Tensor, sigmas, *, steps_per
     ``record_every``.
     """
     x = checks.as_batch(x0, "x0").detach().clone()
-    sigmas = checks.sigma_sequence(sigmas)
+    sigmas = checks.sigma_sequence(sigmas, decreasing=True)
     steps_per_sigma = checks.positive_int(steps_per_sigma, "steps_per_sigma")
     step_size = checks.positive(step_size, "step_size")
     if record_every is not None:
@@ -181,7 +181,7 @@ def autoregressive_langevin(model, n: int, *, steps: int = 200, step_size: float
     steps = checks.positive_int(steps, "steps")
     step_size = checks.positive(step_size, "step_size")
     dim, device, _ = _check_autoregressive(model)
-    levels = [1.0] if sigmas is None else checks.sigma_sequence(sigmas).tolist()
+    levels = [1.0] if sigmas is None else checks.sigma_sequence(sigmas, decreasing=True).tolist()
     alphas = [step_size * (sigma / levels[-1]) ** 2 for sigma in levels]
     if bounds is not None:
         lo, hi = checks.bounds(bounds)
@@ -301,6 +301,10 @@ def sir(candidates: torch.Tensor, log_weights: torch.Tensor, generator: Optional
                          f"{tuple(candidates.shape)} and {tuple(log_weights.shape)}")
     if torch.isnan(log_weights).any() or (log_weights == float("inf")).any():
         raise ValueError("log_weights contain NaN or +inf; check the energy and the proposal")
+    dead = torch.isneginf(log_weights).all(dim=1)
+    if dead.any():
+        raise ValueError(f"every log weight is -inf in {int(dead.sum())} row(s) (e.g. row {int(dead.nonzero()[0])}): "
+                         "no candidate has positive weight there; draw more candidates or widen the proposal")
     probs = torch.softmax(log_weights.detach().double(), dim=1).cpu()
     keep = torch.multinomial(probs, 1, generator=generator).to(candidates.device)
     return candidates.gather(1, keep).squeeze(1)
