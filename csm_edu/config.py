@@ -101,9 +101,9 @@ def keep_freed_memory() -> bool:
 
     By default glibc serves large blocks (a 128 x 784 x 32 float activation is 12.8 MB) with
     mmap and returns them to the OS when freed, so the next training step page-faults the same
-    memory back in, and how often that happens depends on the allocator's history. On a 2-core
-    CPU this spread CSM/DSM step-time ratios at D = 784 from 1.2x to 2.7x across six identical
-    runs; with memory kept (mmap threshold 32 MB, trim threshold 1 GB) they varied by about 10%.
+    memory back in, and how often that happens depends on the allocator's history, so step times
+    wander from run to run (the README's benchmark section gives the measurements). Kept here:
+    mmap threshold 32 MB, trim threshold 1 GB.
     Process-wide and irreversible: called by :func:`setup_notebook` and by the benchmark scripts. A no-op (False) where the C library is not glibc (macOS, Windows, musl).
     """
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":

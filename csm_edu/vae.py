@@ -153,11 +153,10 @@ class ImplicitEncoder(nn.Module):
     full-rank unit spread, like a Gaussian encoder at initialisation, instead of the near-point
     (sd ~ 0.01-0.06, rank-deficient) spread of the plain MLP (``noise_skip=False``, the default).
     A network score estimator that starts behind a near-point q (score ~ 1/sd^2) under-estimates
-    it, the entropy gradient is too weak, and the encoder stays collapsed in some directions: on the
-    digits at latent size 32 (1500 steps) SSM gave -21.0 nats without the skip and -17.3 with it.
-    The kernel estimators went the other way (whitened Stein, 64 samples: -18.0 without, -25.7
-    with: whitening by a 64-sample covariance in 32 dimensions over-estimates the score in its
-    small directions, and a q started wide stays too wide). Still implicit (no density).
+    it, the entropy gradient is too weak, and the encoder stays collapsed in some directions. The
+    kernel estimators go the other way: whitening by a small sample's covariance over-estimates the
+    score in its small directions, and a q started wide stays too wide (lesson 12 shows both
+    measurements). Still implicit (no density).
     :func:`csm_edu.experiments.vae_study.run_vae_experiment` therefore gives the skip to the SSM / CSM
     encoders only (its ``noise_skip="networks"``; the measurements behind it are in its docstring).
     The same SSM network training a *Gaussian* encoder (which starts at unit spread) gets -17.2 at

@@ -94,16 +94,15 @@ def run_vae_experiment(x_train: torch.Tensor, x_test: torch.Tensor, *, latent_di
     ``network_samples`` (SSM, CSM: amortised networks conditioned on x, ``estimator_steps`` Adam steps per VAE step at
     ``estimator_lr``). ``kernel_samples=None`` means max(16, 2 L) for latent size L: a set of M <= L
     samples spans at most M - 1 directions, and the implicit encoder collapses along the others
-    unseen (measured: at L = 32 with M = 16 about a third of the directions of q(z|x) shrink to
-    sd ~ 0.01 and the test log-likelihood falls to ~ -44). With ``standardize_kernels`` (default)
+    unseen (lesson 12 measures how far). With ``standardize_kernels`` (default)
     Stein and SSGE whiten each image's sample set before the kernel sees it (``standardize="full"``
     when M > L, else per coordinate): a VAE posterior mixes active latents (sigma ~ 0.3) with
     inactive ones (sigma ~ 1), one median bandwidth gives the narrow directions almost no entropy
     gradient and they collapse.
     The networks take ``estimator_steps`` Adam steps per VAE step (default 5): with one, the network
     lags the encoder, under-estimates the score of a shrinking q(z|x) (whose score grows like
-    1/sigma), the entropy gradient vanishes and the encoder collapses to a point (measured on a
-    Gaussian encoder trained through the estimator, whose true score is known).
+    1/sigma), the entropy gradient vanishes and the encoder collapses to a point (tests/test_vae.py
+    shows it on a Gaussian encoder trained through the estimator, whose true score is known).
     ``noise_skip`` gives implicit encoders a linear noise path (:class:`csm_edu.vae.ImplicitEncoder`):
     ``"networks"`` (default) only those trained with SSM / CSM, ``True`` all, ``False`` none. Reason:
     the plain MLP([x, eps]) starts near a point (sd ~ 0.005-0.05, score ~ 1/sd ~ 100s), which a

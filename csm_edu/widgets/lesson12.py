@@ -21,27 +21,27 @@ from .. import vae as V
 from .base import interactive_panel
 from ..experiments.vae_study import ESTIMATOR_NAMES, implicit_target
 
-BANANA_BOUNDS = (-4.0, 4.0, -3.0, 5.0)
+BANANA_WINDOW = (-4.0, 4.0, -3.0, 5.0)
 
 
-def estimator_field_figure(fitted: Dict, name: str, n_samples: int, *, target=None,
-                           bounds: Sequence[float] = BANANA_BOUNDS, n_arrows: int = 15):
+def estimator_field_figure(fitted: Dict, name: str, sample_size: int, *, target=None,
+                           window: Sequence[float] = BANANA_WINDOW, n_arrows: int = 15):
     """True score field (left) and the estimated one (right, with the samples it saw), both over the
     true density; arrows show directions. Returns ``(figure, readout)`` with the Fisher divergence."""
-    key = (name, int(n_samples))
+    key = (name, int(sample_size))
     if key not in fitted:
         raise ValueError(f"no fitted estimator for {key}; available: {sorted(fitted)}")
     target = target or implicit_target()
     entry = fitted[key]
     fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.0))
-    viz.plot_score_field(target.score, window=bounds, resolution=n_arrows, ax=axes[0], log_prob_fn=target.log_prob,
+    viz.plot_score_field(target.score, window=window, resolution=n_arrows, ax=axes[0], log_prob_fn=target.log_prob,
                          title="true score")
-    viz.plot_score_field(entry["estimator"].score, window=bounds, resolution=n_arrows, ax=axes[1], log_prob_fn=target.log_prob,
-                         color="orange", title=f"{name}, {n_samples} samples")
-    viz.plot_samples(entry["samples"][:400], ax=axes[1], window=bounds, s=3.0)
+    viz.plot_score_field(entry["estimator"].score, window=window, resolution=n_arrows, ax=axes[1], log_prob_fn=target.log_prob,
+                         color="orange", title=f"{name}, {sample_size} samples")
+    viz.plot_samples(entry["samples"][:400], ax=axes[1], window=window, s=3.0)
     fig.tight_layout()
     ratio = entry["fisher"] / entry["information"]
-    readout = (f"{name} with {n_samples} samples: Fisher divergence {entry['fisher']:.3f} "
+    readout = (f"{name} with {sample_size} samples: Fisher divergence {entry['fisher']:.3f} "
                f"({100 * ratio:.1f}% of the Fisher information {entry['information']:.2f}); fit {entry['seconds']:.2f} s")
     return fig, readout
 
@@ -54,9 +54,9 @@ def estimator_panel(fitted: Dict, target=None):
     names = sorted({k[0] for k in fitted}, key=lambda n: ESTIMATOR_NAMES.index(n) if n in ESTIMATOR_NAMES else 99)
     sizes = sorted({k[1] for k in fitted})
     controls = {"name": widgets.Dropdown(options=names, value=names[0], description="estimator"),
-                "n_samples": widgets.SelectionSlider(options=sizes, value=sizes[-1], description="samples",
+                "sample_size": widgets.SelectionSlider(options=sizes, value=sizes[-1], description="samples",
                                                      continuous_update=False)}
-    return interactive_panel(lambda name, n_samples: estimator_field_figure(fitted, name, n_samples, target=target), controls)
+    return interactive_panel(lambda name, sample_size: estimator_field_figure(fitted, name, sample_size, target=target), controls)
 
 
 def fisher_table(fitted: Dict) -> str:
