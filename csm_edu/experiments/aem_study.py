@@ -13,7 +13,7 @@ The joint weights are products of D factors, so their variance grows like (1 + v
 (v = Var_q of one factor): the log estimate's bias (Jensen) and spread grow about linearly in D
 and soon the largest weight is all of the sum. The autoregressive estimate adds D independent
 small errors: bias D b_1 and standard deviation sqrt(D) sigma_1, both with the 1-D values b_1,
-sigma_1 ~ 1/S. :func:`normaliser_spread` measures both; :func:`normaliser_spread_figure` draws them.
+sigma_1 ~ 1/S. :func:`normaliser_spread` measures both; :func:`csm_edu.widgets.lesson08.normaliser_spread_figure` draws them.
 """
 import functools
 import math

@@ -2,7 +2,7 @@ r"""Lesson 05 (denoising score matching): a sweep of DSM models over noise level
 
 :func:`train_sigma_sweep` trains one small :class:`~csm_edu.models.ScoreMLP` per noise level
 with :func:`~csm_edu.objectives.denoising_score_matching` and precomputes everything a slider
-needs (grids, Fisher divergences), so that :func:`sigma_sweep_view` only draws. Three Fisher
+needs (grids, Fisher divergences), so that :func:`csm_edu.widgets.lesson05.sigma_sweep_view` only draws. Three Fisher
 divergences are measured per level sigma, with q_sigma = p * N(0, sigma^2 I) exact
 (:func:`csm_edu.denoise.noised_distribution`):
 

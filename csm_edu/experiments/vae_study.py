@@ -4,13 +4,13 @@ Part 1. An *implicit* 2-D distribution: the banana z = (s u_1, u_2 + b (s^2 u_1^
 (:class:`csm_edu.distributions.Banana`), a pushed-forward noise whose score we know exactly, so
 each estimator, seeing only samples, can be compared with the truth.
 :func:`fit_estimators` fits every estimator for every sample size once (the kernel ones store
-their samples, the networks train); :func:`estimator_field_figure` draws the chosen one's score
+their samples, the networks train); :func:`csm_edu.widgets.lesson12.estimator_field_figure` draws the chosen one's score
 field next to the true one and reads out its Fisher divergence (precomputed, so the panel
-responds in well under 2 s); :func:`estimator_panel` wires a dropdown and a sample-size slider.
+responds in well under 2 s); :func:`csm_edu.widgets.lesson12.estimator_panel` wires a dropdown and a sample-size slider.
 
 Part 2. :func:`run_vae_experiment` trains the Gaussian-encoder reference and the implicit encoders
 with each estimator and measures the decoder's importance-sampled test log-likelihood
-(:func:`csm_edu.vae.importance_log_likelihood`); :func:`format_vae_table` prints the table.
+(:func:`csm_edu.vae.importance_log_likelihood`); :func:`csm_edu.widgets.lesson12.format_vae_table` prints the table.
 """
 import time
 from typing import Optional, Sequence

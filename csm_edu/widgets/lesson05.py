@@ -1,17 +1,8 @@
-r"""Lesson 05 (denoising score matching): a sweep of DSM models over noise levels, and its panels.
+"""Lesson 05 (denoising score matching): the views and panels of the sigma sweep.
 
-:func:`train_sigma_sweep` trains one small :class:`~csm_edu.models.ScoreMLP` per noise level
-with :func:`~csm_edu.objectives.denoising_score_matching` and precomputes everything a slider
-needs (grids, Fisher divergences), so that :func:`sigma_sweep_view` only draws. Three Fisher
-divergences are measured per level sigma, with q_sigma = p * N(0, sigma^2 I) exact
-(:func:`csm_edu.denoise.noised_distribution`):
-
-- to the noised score, 1/2 E_{q_sigma}|s_theta - grad log q_sigma|^2: how well DSM hit its own
-  optimum (estimation error, large at small sigma where the target -eps/sigma is very noisy);
-- bias, 1/2 E_p|grad log q_sigma - grad log p|^2: what even a perfect DSM model gets wrong
-  about the data (large at large sigma);
-- to the true data score, 1/2 E_p|s_theta - grad log p|^2: the sum of both effects, smallest
-  at a moderate sigma (the bias-variance trade-off).
+The sweep itself (one DSM model per noise level, with every grid and Fisher divergence a slider
+needs precomputed, and what each divergence measures) is :mod:`csm_edu.experiments.sweeps`;
+:func:`sigma_sweep_view` and :func:`tweedie_view` only draw.
 """
 import math
 

@@ -1,19 +1,8 @@
-r"""Lesson 08 (Autoregressive Energy Machines): the normaliser experiment, its panel, and the comparison.
+"""Lesson 08 (Autoregressive Energy Machines): the normaliser-spread figure and its panel.
 
-**Why 1-D normalisation is tractable.** The target is a product of D bimodal 1-D densities,
-p(x) = prod_d m(x_d), m = 1/2 N(-mu, s^2) + 1/2 N(mu, s^2) (so Z = 1, log Z = 0), and the
-proposal a broad Gaussian q = N(0, tau^2 I). With the same budget of S x D proposal numbers:
-
-- *joint* importance sampling, S draws of the D-dim vector:
-  log Z_hat = logsumexp_s sum_d log(m(x_sd) / q(x_sd)) - log S;
-- *autoregressive* (what an AEM does), one 1-D estimate per dimension, summed:
-  log Z_hat = sum_d [logsumexp_s log(m(x_sd) / q(x_sd)) - log S].
-
-The joint weights are products of D factors, so their variance grows like (1 + v)^D - 1
-(v = Var_q of one factor): the log estimate's bias (Jensen) and spread grow about linearly in D
-and soon the largest weight is all of the sum. The autoregressive estimate adds D independent
-small errors: bias D b_1 and standard deviation sqrt(D) sigma_1, both with the 1-D values b_1,
-sigma_1 ~ 1/S. :func:`normaliser_spread` measures both; :func:`normaliser_spread_figure` draws them.
+The experiment (joint against autoregressive importance-sampled log Z of a product of bimodal 1-D
+densities, why the joint estimate degrades with D) and the AEM comparison are
+:mod:`csm_edu.experiments.aem_study`; this module only draws them.
 """
 import math
 from typing import Dict

@@ -1,16 +1,9 @@
-r"""Lesson 12 panels and helpers: score estimators side by side, and the implicit-encoder VAE table.
+"""Lesson 12 panels: score estimators side by side, and the implicit-encoder VAE table.
 
-Part 1. An *implicit* 2-D distribution: the banana z = (s u_1, u_2 + b (s^2 u_1^2 - s^2)), u ~ N(0, I)
-(:class:`csm_edu.distributions.Banana`), a pushed-forward noise whose score we know exactly, so
-each estimator, seeing only samples, can be compared with the truth.
-:func:`fit_estimators` fits every estimator for every sample size once (the kernel ones store
-their samples, the networks train); :func:`estimator_field_figure` draws the chosen one's score
-field next to the true one and reads out its Fisher divergence (precomputed, so the panel
-responds in well under 2 s); :func:`estimator_panel` wires a dropdown and a sample-size slider.
-
-Part 2. :func:`run_vae_experiment` trains the Gaussian-encoder reference and the implicit encoders
-with each estimator and measures the decoder's importance-sampled test log-likelihood
-(:func:`csm_edu.vae.importance_log_likelihood`); :func:`format_vae_table` prints the table.
+The fits and the VAE runs are :mod:`csm_edu.experiments.vae_study` (its docstring gives the
+maths); :func:`estimator_field_figure` draws a fitted estimator's score field next to the true one,
+:func:`estimator_panel` wires a dropdown and a sample-size slider, :func:`format_vae_table` and
+:func:`training_curves_figure` show the VAE results.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
