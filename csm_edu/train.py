@@ -211,7 +211,7 @@ def _loss_stream(seed: int, dev: torch.device):
     """Run a block with the global RNG (CPU, and ``dev``'s if CUDA) in a forked copy started from ``seed``.
 
     The same as :func:`csm_edu.config.seeded` for the streams a loss on ``dev`` uses, built from
-    the state of a freshly seeded local generator instead of ``torch.manual_seed`` (which also
+    the state of a freshly seeded local generator instead of reseeding the global generator (which also
     schedules seeding for every accelerator and costs milliseconds: too much per call for a fit
     nested in every step of another, such as a score estimator's inside the VAE's). The caller's
     streams are restored afterwards.
