@@ -29,13 +29,13 @@ def as_batch(x, name: str = "x", dim: Optional[int] = None, allow_nonfinite: boo
         raise ValueError(f"{name} must have {dim} columns (D={dim}), got shape {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise ValueError(f"{name} is empty: it needs at least one row")
-    if not allow_nonfinite and not _inside_transform(x) and not torch.isfinite(x).all():
+    if not allow_nonfinite and not inside_transform(x) and not torch.isfinite(x).all():
         bad = int((~torch.isfinite(x)).any(dim=1).sum())
         raise ValueError(f"{name} contains NaN or inf in {bad} row(s); clean or drop those rows first")
     return x
 
 
-def _inside_transform(x: torch.Tensor) -> bool:
+def inside_transform(x: torch.Tensor) -> bool:
     """True while ``x`` is traced by a ``torch.func`` transform (vmap, grad, jacrev): there a value-dependent
     check cannot run, and the caller outside the transform has checked the values already."""
     try:

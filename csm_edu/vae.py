@@ -27,10 +27,10 @@ from torch import nn
 import torch.nn.functional as F
 
 from . import checks, train
+from .distributions import LOG_2PI
 from .models.mlp import mlp
 from .score_estimators import ScoreEstimator
 
-LOG_2PI = math.log(2 * math.pi)
 
 
 # ----------------------------------------------------------------------------- data

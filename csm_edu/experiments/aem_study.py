@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from .. import checks, config, objectives, train
 from ..models import AEM, AEMLoss, ARCSM, MixtureMADE
+from ..distributions import LOG_2PI
 from ..models.aem import importance_log_normaliser
 
 MODE, MODE_STD, PROPOSAL_STD = 1.5, 0.5, 1.6      # m = 1/2 N(-1.5, 0.5^2) + 1/2 N(1.5, 0.5^2); q = N(0, 1.6^2)
@@ -31,7 +32,7 @@ SAMPLE_SIZES = (1, 4, 16, 64, 256)
 
 
 def _log_normal(x, mean, std):
-    return -0.5 * ((x - mean) / std) ** 2 - math.log(std) - 0.5 * math.log(2 * math.pi)
+    return -0.5 * ((x - mean) / std) ** 2 - math.log(std) - 0.5 * LOG_2PI
 
 
 def _log_ratio(x):

@@ -20,7 +20,7 @@ def check_sigma(sigma, x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"sigma must be a number or have shape (n,) = ({x.shape[0]},) (one level per row of x), "
                          f"got shape {tuple(sigma.shape)}")
     sigma = sigma.reshape(-1)
-    if not checks._inside_transform(sigma) and (not torch.isfinite(sigma).all() or (sigma <= 0).any()):
+    if not checks.inside_transform(sigma) and (not torch.isfinite(sigma).all() or (sigma <= 0).any()):
         raise ValueError("sigma must be finite and > 0 (a noise level), e.g. 0.1")
     return sigma
 
