@@ -56,9 +56,20 @@ def student_copy(tmp_path_factory):
 
 def test_every_lesson_is_written(student_copy):
     folder, written = student_copy
-    assert [p.name for p in written] == [p.name for p in LESSONS]
-    for p in written:
+    assert [p.name for p in written] == [p.name for p in LESSONS] + ["glossary.md"]
+    for p in written[:-1]:
         load(p)
+    assert (folder / "glossary.md").read_text(encoding="utf-8") == (NOTEBOOKS / "glossary.md").read_text(encoding="utf-8")
+
+
+def test_glossary_is_linked_from_lesson_00_and_on_the_site_landing_page():
+    """Lesson 00 links the course glossary (a relative link: it opens in JupyterLab and on the site)."""
+    from csm_edu.course.site import README, landing_page
+
+    start = load(LESSONS[0])
+    assert any("](glossary.md)" in "".join(cell["source"]) for cell in start["cells"] if cell["cell_type"] == "markdown")
+    page = landing_page(README, [p.stem for p in LESSONS], extra_pages=["glossary"])
+    assert "[the glossary](glossary.md)" in page and page.rstrip().endswith("glossary.md\n```")
 
 
 def test_lessons_with_exercises_have_solution_blocks():
@@ -144,7 +155,7 @@ def test_refuses_a_non_empty_folder_unless_forced(tmp_path):
     with pytest.raises(ValueError, match="not empty.*--force"):
         write_workspace(tmp_path)
     written = write_workspace(tmp_path, force=True)
-    assert len(written) == len(LESSONS) and (tmp_path / "notes.txt").read_text() == "mine"
+    assert len(written) == len(LESSONS) + 1 and (tmp_path / "notes.txt").read_text() == "mine"
     assert not list(tmp_path.glob(".*.tmp")), "atomic writes leave no temporary files"
 
 

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+COURSE_PAGES = ("glossary.md",)  # pages of notebooks/ beside the lessons: the site and workspaces carry them
+
 INSTALL_CELL_ID = "colab-install"
 INSTALL_CELL_TAG = "colab-install"
 

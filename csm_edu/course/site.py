@@ -77,8 +77,11 @@ def execute_notebook(source: Path, target: Path, *, cell_timeout: float = 600.0,
     return {"seconds": time.perf_counter() - start, "tries": attempt + 1}
 
 
-def landing_page(readme: Path, lessons: Sequence[str]) -> str:
-    """The site's index: the README's "Notebook map" section, lesson names linked, and the toctree."""
+def landing_page(readme: Path, lessons: Sequence[str], *, extra_pages: Sequence[str] = ()) -> str:
+    """The site's index: the README's "Notebook map" section, lesson names linked, and the toctree.
+
+    ``extra_pages`` (e.g. ``["glossary"]``) are linked under the map and listed after the lessons.
+    """
     text = readme.read_text(encoding="utf-8")
     match = re.search(r"^## Notebook map\n(.*?)(?=^## )", text, flags=re.S | re.M)
     if not match:
@@ -86,7 +89,9 @@ def landing_page(readme: Path, lessons: Sequence[str]) -> str:
     body = match.group(1)
     for name in lessons:
         body = body.replace(f"`{name}`", f"[{name}]({name}.ipynb)")
-    toctree = "\n".join(f"{name}.ipynb" for name in lessons)
+    toctree = "\n".join([f"{name}.ipynb" for name in lessons] + [f"{name}.md" for name in extra_pages])
+    for name in extra_pages:
+        body += f"\nSymbols and terms of every lesson: [the {name}]({name}.md).\n"
     return (f"# csm_edu: energy-based models and score matching, hands on\n\n"
             f"Every lesson below is rendered with the outputs of one execution. Run them yourself "
             f"in JupyterLab, VS Code or Colab (see the README).\n\n## Notebook map\n{body}\n"
@@ -155,7 +160,11 @@ def build(out: Path = DEFAULT_OUT, *, quick: bool = True, lessons: Optional[Sequ
     if failures:
         raise ExecutionFailed("lessons failed:\n" + "\n".join(failures))
     print(f"[site] executed in {time.perf_counter() - start:.0f} s")
-    (src / "index.md").write_text(landing_page(readme, [p.stem for p in sources]), encoding="utf-8")
+    extra_pages = [Path(page).stem for page in notebook_files.COURSE_PAGES if (notebooks / page).is_file()]
+    for page in extra_pages:
+        shutil.copyfile(notebooks / f"{page}.md", src / f"{page}.md")
+    (src / "index.md").write_text(landing_page(readme, [p.stem for p in sources], extra_pages=extra_pages),
+                                  encoding="utf-8")
     (src / "conf.py").write_text(sphinx_conf(quick), encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
 from ..files import atomic_write
+from .notebook_files import COURSE_PAGES
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
@@ -108,8 +109,8 @@ def write_workspace(folder: Union[str, Path], *, solutions: bool = False, force:
     """Write the student copy (``solutions=False``) or the teacher copy of every lesson into ``folder``.
 
     Refuses a folder that exists and is not empty unless ``force=True`` (then lessons of the same
-    name are overwritten; other files are left alone). Every notebook is written atomically.
-    Returns the written paths.
+    name are overwritten; other files are left alone). Every notebook is written atomically; the
+    course pages beside the lessons (the glossary) are copied. Returns the written paths.
     """
     source = Path(source) if source is not None else default_source()
     lessons = sorted(source.glob("[0-9][0-9]_*.ipynb")) if source.is_dir() else []
@@ -132,4 +133,9 @@ def write_workspace(folder: Union[str, Path], *, solutions: bool = False, force:
         with atomic_write(target, mode="w") as f:
             f.write(json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
         written.append(target)
+    for page in COURSE_PAGES:  # the glossary the lessons link to
+        if (source / page).is_file():
+            with atomic_write(folder / page, mode="w") as f:
+                f.write((source / page).read_text(encoding="utf-8"))
+            written.append(folder / page)
     return written
