@@ -3,6 +3,7 @@
     python benchmarks/bench_lessons.py                 # all lessons, full mode, one thread
     python benchmarks/bench_lessons.py 03 07 --quick   # two lessons in quick mode
     python benchmarks/bench_lessons.py 05 --figures    # also write each figure as a PNG
+    python benchmarks/bench_lessons.py --table         # the README tables from the CSVs
 
 Each lesson runs in a fresh kernel with one thread (``OMP_NUM_THREADS=1``: one laptop core) through
 :func:`csm_edu.course.site.execute_notebook` (per-cell timeout and a rerun if the kernel hangs).
@@ -129,6 +130,36 @@ def _merge_csv(path: Path, rows: list, lessons: set) -> None:
         writer.writerows(merged)
 
 
+def tables(results: Path) -> str:
+    """The README's two tables, from the CSVs: full-mode time of each lesson, slowest response of each panel."""
+    lines = []
+    for mode in ("full", "quick"):
+        path = results / f"lesson_times_{mode}.csv"
+        if path.exists():
+            with path.open(newline="") as handle:
+                rows = list(csv.DictReader(handle))
+            lines += [f"| lesson | {mode} mode, kernel CPU s (1 thread) | wall s | peak RSS MB |", "|---|---:|---:|---:|"]
+            lines += [f"| {r['lesson']} | {r['kernel_cpu_s']} | {r['wall_s']} | {r['peak_rss_mb']} |" for r in rows]
+            lines.append("")
+    path = results / "widget_response_full.csv"
+    if not path.exists():
+        path = results / "widget_response_quick.csv"
+    if path.exists():
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        worst = {}
+        for r in rows:
+            key = (r["lesson"], r["panel"])
+            if key not in worst or float(r["cpu_s"]) > float(worst[key]["cpu_s"]):
+                worst[key] = r
+        lines += ["| lesson | panel | controls | slowest response, CPU s | at |", "|---|---|---:|---:|---|"]
+        for (lesson, panel), r in sorted(worst.items()):
+            n_controls = len({row["control"] for row in rows if (row["lesson"], row["panel"]) == (lesson, panel)})
+            lines.append(f"| {lesson} | `{panel}` | {n_controls} | {float(r['cpu_s']):.2f} | "
+                         f"{r['control']} = {r['value']} ({r['setting']}) |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("lessons", nargs="*", help="lesson numbers, e.g. 03 07 (default: all)")
@@ -139,7 +170,11 @@ def main(argv=None) -> int:
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--figures", action="store_true", help="write every figure as out/NN/cellCC_K.png")
     parser.add_argument("--no-save", action="store_true", help="print only; write no CSV")
+    parser.add_argument("--table", action="store_true", help="print the README tables from --results and stop")
     args = parser.parse_args(argv)
+    if args.table:
+        print(tables(args.results))
+        return 0
 
     sys.path.insert(0, str(ROOT))
     from csm_edu.course.site import execute_notebook
