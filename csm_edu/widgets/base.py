@@ -1,7 +1,7 @@
-"""The one helper that turns a plain figure function into an ipywidgets panel."""
-from typing import Callable, Dict
-
+"""The helpers that turn a plain figure function into an ipywidgets panel or a Play animation."""
 import html
+import time
+from typing import Callable, Dict
 
 import matplotlib.pyplot as plt
 
@@ -46,7 +46,10 @@ def animation_panel(view: Callable, n_frames: int, *, name: str = "frame", value
     """A Play button linked (jslink) to an IntSlider over ``n_frames`` frames, drawing ``view(**{name: i})``.
 
     The animation of the lessons (Langevin trajectories, training checkpoints, reverse diffusion):
-    the slider works on its own, and Play steps it in the browser.
+    the slider works on its own, and Play steps it in the browser. Play never outruns the kernel:
+    its interval is at least :data:`PLAY_MARGIN` times the time the first frame took to draw (plus
+    100 ms for the browser to show it), whatever ``interval_ms`` asks, so frames are not dropped
+    or queued up behind each other on a slow machine.
     """
     import ipywidgets as widgets
 
@@ -54,6 +57,17 @@ def animation_panel(view: Callable, n_frames: int, *, name: str = "frame", value
         raise ValueError(f"n_frames must be >= 1, got {n_frames}; record at least one frame")
     last = n_frames - 1
     slider = widgets.IntSlider(value=value, min=0, max=last, step=1, description=description)
-    play = widgets.Play(value=value, min=0, max=last, step=1, interval=interval_ms, description="play")
+    start = time.perf_counter()
+    panel = interactive_panel(view, {name: slider})        # draws the first frame now
+    interval = play_interval_ms(time.perf_counter() - start, interval_ms)
+    play = widgets.Play(value=value, min=0, max=last, step=1, interval=interval, description="play")
     widgets.jslink((play, "value"), (slider, "value"))
-    return widgets.VBox([play, interactive_panel(view, {name: slider})])
+    return widgets.VBox([play, panel])
+
+
+PLAY_MARGIN = 1.5
+
+
+def play_interval_ms(frame_seconds: float, interval_ms: int) -> int:
+    """The Play interval (ms): ``interval_ms``, or more where one frame takes longer to draw."""
+    return max(int(interval_ms), int(1000 * PLAY_MARGIN * frame_seconds) + 100)
