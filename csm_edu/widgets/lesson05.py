@@ -5,8 +5,10 @@ needs precomputed, and what each divergence measures) is :mod:`csm_edu.experimen
 :func:`sigma_sweep_view` and :func:`tweedie_view` only draw.
 """
 import math
+from typing import Optional, Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.colors import LogNorm
 from matplotlib.ticker import NullLocator
 import numpy as np
 import torch
@@ -27,12 +29,46 @@ def _square_axes(ax, window):
     ax.set_yticks([window[2], 0.5 * (window[2] + window[3]), window[3]])
 
 
+ERROR_DECADES = 4.0          # the error maps' colour scale spans this many powers of ten
+
+
+def error_norm(sweep: SigmaSweep) -> LogNorm:
+    """One logarithmic colour scale for the error maps of every level: the largest value over all
+    levels down to 10^-ERROR_DECADES of it (smaller values take the darkest colour)."""
+    top = max(float(h["integrand"].max()) for h in sweep.grids)
+    return LogNorm(vmin=top * 10.0 ** -ERROR_DECADES, vmax=top, clip=True)
+
+
+def draw_error_map(ax, sweep: SigmaSweep, k: int, norm: Optional[LogNorm] = None):
+    """Heat map of p(x) 1/2 |s_theta(x) - grad log p(x)|^2 for level ``k`` on the sweep's common
+    log colour scale (:func:`error_norm`); returns the image, for a colourbar."""
+    norm = error_norm(sweep) if norm is None else norm
+    return ax.imshow(np.maximum(sweep.grids[k]["integrand"], norm.vmin), origin="lower", extent=list(sweep.window),
+                     cmap="magma", interpolation="nearest", norm=norm)
+
+
+def error_maps_figure(sweep: SigmaSweep, levels: Sequence[int]):
+    """The error maps of several levels side by side on one log colour scale, with one colourbar."""
+    levels = list(levels)
+    fig, axes = plt.subplots(1, len(levels), figsize=(3.9 * len(levels) + 1.0, 3.8), squeeze=False)
+    norm = error_norm(sweep)
+    for ax, k in zip(axes[0], levels):
+        image = draw_error_map(ax, sweep, k, norm)
+        _square_axes(ax, sweep.window)
+        ax.set_title(f"sigma={sweep.sigmas[k]:.3g}: F(learned, true) = {sweep.fisher_to_true[k]:.3f}", fontsize=9)
+    fig.subplots_adjust(left=0.04, right=0.88, bottom=0.08, top=0.9, wspace=0.15)
+    cax = fig.add_axes([0.9, 0.12, 0.015, 0.74])
+    fig.colorbar(image, cax=cax, label="p |s_theta - grad log p|^2 / 2")
+    return fig
+
+
 def sigma_sweep_view(sweep: SigmaSweep, sigma: float):
     """Figure and readout for the trained level nearest to ``sigma``.
 
     Left: the exact noised density q_sigma with the learned score's directions. Middle: where the
     learned score misses the true data score, p(x) 1/2 |s_theta(x) - grad log p(x)|^2 (its
-    integral is the Fisher divergence). Right: the three Fisher divergences against sigma.
+    integral is the Fisher divergence), on one log colour scale for all levels with a colourbar.
+    Right: the three Fisher divergences against sigma.
     """
     k = sweep.nearest(sigma)
     s_k, g = sweep.sigmas[k], sweep.grids[k]
@@ -45,11 +81,10 @@ def sigma_sweep_view(sweep: SigmaSweep, sigma: float):
     ax.quiver(g["AX"], g["AY"], arrows[:, 0].reshape(n, n), arrows[:, 1].reshape(n, n), color="white",
               angles="xy", pivot="mid", scale=1.6 * n, width=0.004)
     ax.set_title(f"noised density and learned score, sigma={s_k:.3g}", fontsize=9)
-    ax = axes[1]
-    common_max = max(float(h["integrand"].max()) for h in sweep.grids)   # one colour scale for all levels
-    ax.imshow(g["integrand"], origin="lower", extent=extent, cmap="magma", interpolation="nearest",
-              vmin=0.0, vmax=common_max)
-    ax.set_title("error vs true score: p |s_theta - grad log p|^2 / 2", fontsize=9)
+    image = draw_error_map(axes[1], sweep, k)
+    fig.colorbar(image, ax=axes[1], fraction=0.046, pad=0.03)
+    axes[1].set_title("error vs true score: p |s_theta - grad log p|^2 / 2\n(log scale, the same for every sigma)",
+                      fontsize=8)
     for ax in axes[:2]:
         _square_axes(ax, sweep.window)
     ax = axes[2]
@@ -78,7 +113,7 @@ def sigma_sweep_panel(sweep: SigmaSweep):
     step = (hi - lo) / max(len(sweep.sigmas) - 1, 1)
     start = sweep.sigmas[len(sweep.sigmas) // 2]
     slider = widgets.FloatLogSlider(value=start, base=10, min=lo, max=hi, step=step, description="sigma",
-                                    readout_format=".3g")
+                                    readout_format=".3g", continuous_update=False)
     return interactive_panel(lambda sigma: sigma_sweep_view(sweep, sigma), {"sigma": slider})
 
 
@@ -119,5 +154,5 @@ def tweedie_panel(sweep: SigmaSweep):
     lo, hi = math.log10(sweep.sigmas[0]), math.log10(sweep.sigmas[-1])
     step = (hi - lo) / max(len(sweep.sigmas) - 1, 1)
     slider = widgets.FloatLogSlider(value=sweep.sigmas[-2], base=10, min=lo, max=hi, step=step, description="sigma",
-                                    readout_format=".3g")
+                                    readout_format=".3g", continuous_update=False)
     return interactive_panel(lambda sigma: tweedie_view(sweep, sigma), {"sigma": slider})
