@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 
 import matplotlib.pyplot as plt
 from matplotlib.colors import LogNorm
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import FuncFormatter, NullLocator
 import numpy as np
 import torch
 
@@ -39,6 +39,17 @@ def error_norm(sweep: SigmaSweep) -> LogNorm:
     return LogNorm(vmin=top * 10.0 ** -ERROR_DECADES, vmax=top, clip=True)
 
 
+def _error_colourbar(fig, image, **kwargs):
+    """A colourbar for :func:`draw_error_map` with one plain label per power of ten (no minor ticks,
+    no mathtext: tick layout dominates a redraw's time)."""
+    norm = image.norm
+    decades = 10.0 ** np.arange(np.ceil(np.log10(norm.vmin)), np.floor(np.log10(norm.vmax)) + 1)
+    bar = fig.colorbar(image, ticks=decades, **kwargs)
+    bar.ax.yaxis.set_minor_locator(NullLocator())
+    bar.ax.set_yticklabels([f"{v:.0e}".replace("e-0", "e-").replace("e+0", "e") for v in decades], fontsize=7)
+    return bar
+
+
 def draw_error_map(ax, sweep: SigmaSweep, k: int, norm: Optional[LogNorm] = None):
     """Heat map of p(x) 1/2 |s_theta(x) - grad log p(x)|^2 for level ``k`` on the sweep's common
     log colour scale (:func:`error_norm`); returns the image, for a colourbar."""
@@ -58,7 +69,7 @@ def error_maps_figure(sweep: SigmaSweep, levels: Sequence[int]):
         ax.set_title(f"sigma={sweep.sigmas[k]:.3g}: F(learned, true) = {sweep.fisher_to_true[k]:.3f}", fontsize=9)
     fig.subplots_adjust(left=0.04, right=0.88, bottom=0.08, top=0.9, wspace=0.15)
     cax = fig.add_axes([0.9, 0.12, 0.015, 0.74])
-    fig.colorbar(image, cax=cax, label="p |s_theta - grad log p|^2 / 2")
+    _error_colourbar(fig, image, cax=cax, label="p |s_theta - grad log p|^2 / 2")
     return fig
 
 
@@ -82,7 +93,7 @@ def sigma_sweep_view(sweep: SigmaSweep, sigma: float):
               angles="xy", pivot="mid", scale=1.6 * n, width=0.004)
     ax.set_title(f"noised density and learned score, sigma={s_k:.3g}", fontsize=9)
     image = draw_error_map(axes[1], sweep, k)
-    fig.colorbar(image, ax=axes[1], fraction=0.046, pad=0.03)
+    _error_colourbar(fig, image, ax=axes[1], fraction=0.046, pad=0.03)
     axes[1].set_title("error vs true score: p |s_theta - grad log p|^2 / 2\n(log scale, the same for every sigma)",
                       fontsize=8)
     for ax in axes[:2]:
@@ -99,22 +110,37 @@ def sigma_sweep_view(sweep: SigmaSweep, sigma: float):
     ax.set_xticks(sweep.sigmas, [f"{v:.3g}" for v in sweep.sigmas], fontsize=7)
     ax.xaxis.set_minor_locator(NullLocator())
     ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))     # plain labels, no mathtext
     fig.subplots_adjust(left=0.04, right=0.98, bottom=0.13, top=0.92, wspace=0.25)
-    text = (f"sigma = {float(sigma):.4g} (nearest trained level {s_k:.3g}): Fisher divergence of the "
+    return fig, _sweep_readout(sweep, sigma)
+
+
+def _sweep_readout(sweep: SigmaSweep, sigma: float) -> str:
+    k = sweep.nearest(sigma)
+    return (f"sigma = {float(sigma):.4g} (nearest trained level {sweep.sigmas[k]:.3g}): Fisher divergence of the "
             f"learned score to the TRUE data score {sweep.fisher_to_true[k]:.4f}, to the noised score "
             f"{sweep.fisher_to_noised[k]:.4f}; bias of the noised score itself {sweep.bias[k]:.4f}")
-    return fig, text
 
 
 def sigma_sweep_panel(sweep: SigmaSweep):
-    """A FloatLogSlider over the trained levels (one arrow-key step = one level) -> :func:`sigma_sweep_view`."""
+    """A FloatLogSlider over the trained levels (one arrow-key step = one level) -> :func:`sigma_sweep_view`.
+
+    The figure of every level is drawn once when the panel is built; the slider only picks one.
+    """
     import ipywidgets as widgets
     lo, hi = math.log10(sweep.sigmas[0]), math.log10(sweep.sigmas[-1])
     step = (hi - lo) / max(len(sweep.sigmas) - 1, 1)
     start = sweep.sigmas[len(sweep.sigmas) // 2]
     slider = widgets.FloatLogSlider(value=start, base=10, min=lo, max=hi, step=step, description="sigma",
                                     readout_format=".3g", continuous_update=False)
-    return interactive_panel(lambda sigma: sigma_sweep_view(sweep, sigma), {"sigma": slider})
+    # one figure per trained level, built now: a slider move only shows the level's figure again
+    figures = []
+    for s_k in sweep.sigmas:
+        fig, _ = sigma_sweep_view(sweep, s_k)
+        plt.close(fig)                   # kept, but not shown at the end of the cell
+        figures.append(fig)
+    return interactive_panel(lambda sigma: (figures[sweep.nearest(sigma)], _sweep_readout(sweep, sigma)),
+                             {"sigma": slider})
 
 
 def tweedie_view(sweep: SigmaSweep, sigma: float, *, n: int = 400, seed: int = 0):
