@@ -83,7 +83,7 @@ def sigma_sweep_view(sweep: SigmaSweep, sigma: float):
     """
     k = sweep.nearest(sigma)
     s_k, g = sweep.sigmas[k], sweep.grids[k]
-    fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.9))
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.9))
     ax = axes[0]
     extent = list(sweep.window)
     ax.imshow(g["noised_density"], origin="lower", extent=extent, cmap="viridis", interpolation="nearest")
@@ -111,7 +111,7 @@ def sigma_sweep_view(sweep: SigmaSweep, sigma: float):
     ax.xaxis.set_minor_locator(NullLocator())
     ax.yaxis.set_minor_locator(NullLocator())
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))     # plain labels, no mathtext
-    fig.subplots_adjust(left=0.04, right=0.98, bottom=0.13, top=0.92, wspace=0.25)
+    fig.subplots_adjust(left=0.04, right=0.98, bottom=0.13, top=0.88, wspace=0.42)
     return fig, _sweep_readout(sweep, sigma)
 
 
