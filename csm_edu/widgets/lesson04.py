@@ -180,9 +180,11 @@ def hutchinson_panel(max_projections: int = 64, dim: int = 8, n_trials: int = 40
     max_projections = checks.positive_int(max_projections, "max_projections")
     trials = hutchinson_trials(max_projections=max_projections, dim=dim, n_trials=n_trials)
     controls = {
-        "n_projections": widgets.IntSlider(value=1, min=1, max=max_projections, step=1, description="projections M"),
+        "n_projections": widgets.IntSlider(value=1, min=1, max=max_projections, step=1, description="projections M",
+                                            continuous_update=False),
         "kind": widgets.Dropdown(options=list(KINDS), value="gaussian", description="kind"),
-        "diagonal_share": widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="diag share"),
+        "diagonal_share": widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="diag share",
+                                              continuous_update=False),
     }
 
     def view(n_projections, kind, diagonal_share):
