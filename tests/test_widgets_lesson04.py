@@ -22,7 +22,7 @@ def test_demo_matrix_has_the_requested_diagonal_share():
 
 def _readout_numbers(readout):
     measured = float(readout.split("variance measured ")[1].split(",")[0])
-    theory = float(readout.split("theory ")[1])
+    theory = float(readout.split("theory ")[1].split(";")[0])
     return measured, theory
 
 
@@ -32,8 +32,18 @@ def _readout_numbers(readout):
 def test_histogram_readout_matches_theory(kind, n_projections, diagonal_share):
     fig, readout = lesson04.hutchinson_figure(n_projections, kind=kind, diagonal_share=diagonal_share)
     (ax,) = fig.axes
-    assert len(ax.patches) == 60                            # the histogram's bars
-    assert len(ax.lines) == 2                               # the true-trace line, the theory curve
+    (bars,) = ax.patches                                    # the histogram, one step patch
+    heights, edges = bars.get_data().values, bars.get_data().edges
+    assert len(heights) == lesson04.N_BINS
+    # nothing is clamped into the edge bins: the drawn area plus the share beyond the axis is 1
+    outside = int(readout.split("; ")[1].split(" of ")[0]) if "beyond the axis" in readout else 0
+    assert float((heights * (edges[1] - edges[0])).sum()) + outside / 4000 == pytest.approx(1.0)
+    # tr A is the centre of the middle bin
+    trace = float(torch.trace(lesson04.demo_matrix(diagonal_share)))
+    middle = lesson04.N_BINS // 2
+    assert 0.5 * (edges[middle] + edges[middle + 1]) == pytest.approx(trace)
+    drawn = [line for line in ax.lines if len(line.get_xdata())]
+    assert len(drawn) == 2                                  # the true-trace line, the theory curve
     measured, theory = _readout_numbers(readout)
     assert theory == pytest.approx(hutchinson_variance(lesson04.demo_matrix(diagonal_share), n_projections=n_projections, kind=kind),
                                    rel=1e-3)
@@ -44,8 +54,10 @@ def test_histogram_readout_matches_theory(kind, n_projections, diagonal_share):
 def test_rademacher_on_diagonal_matrix_has_zero_variance():
     fig, readout = lesson04.hutchinson_figure(1, kind="rademacher", diagonal_share=1.0)   # diagonal share slider max
     measured, theory = _readout_numbers(readout)
-    assert theory == 0.0 and measured < 1e-20
-    assert len(fig.axes[0].lines) == 1                      # no normal curve for zero variance
+    assert theory == 0.0 and measured == 0.0
+    ax = fig.axes[0]
+    assert not ax.patches and len(ax.lines) == 2             # one line for all estimates, one for tr A; no curve
+    assert ax.lines[0].get_xdata()[0] == pytest.approx(float(torch.trace(lesson04.demo_matrix(1.0))))
     plt.close(fig)
     fig, readout = lesson04.hutchinson_figure(1, kind="gaussian", diagonal_share=1.0)
     measured, theory = _readout_numbers(readout)
@@ -64,6 +76,19 @@ def test_variance_plot_has_points_and_lines_for_both_kinds():
             assert m == pytest.approx(t, rel=0.15)
     assert table["rademacher"][1][0] < table["gaussian"][1][0]
     plt.close(fig)
+
+
+def test_precomputed_trials_match_a_fresh_draw_in_distribution():
+    trials = lesson04.hutchinson_trials(max_projections=16, n_trials=6000)
+    for kind in ("gaussian", "rademacher"):
+        for w in (0.0, 0.5, 0.9):
+            fig, readout = lesson04.hutchinson_figure(16, kind=kind, diagonal_share=w, trials=trials)
+            measured, theory = _readout_numbers(readout)
+            assert measured == pytest.approx(theory, rel=0.15)
+            assert f"tr A = {float(torch.trace(lesson04.demo_matrix(w))):.4f}" in readout
+            plt.close(fig)
+    with pytest.raises(ValueError, match="max_projections"):
+        lesson04.hutchinson_figure(17, trials=trials)
 
 
 def test_bad_settings_are_explained_and_panel_builds():

@@ -7,6 +7,7 @@ import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
 
 from csm_edu import metrics  # noqa: E402
 from csm_edu.denoise import noised_distribution  # noqa: E402
@@ -58,8 +59,13 @@ def test_sigma_panel_slider_spans_the_levels_and_view_works_at_min_and_max(sweep
     texts = []
     for sigma, k in ((lo, 0), (hi, 2)):
         fig, text = lesson05.sigma_sweep_view(sweep, sigma)
-        assert len(fig.axes) == 3
+        assert len(fig.axes) == 4                         # three panels and the error map's colourbar
         assert len(fig.axes[0].images) == 1 and len(fig.axes[1].images) == 1
+        # the error map: one log colour scale for every level, spanning ERROR_DECADES powers of ten
+        norm = fig.axes[1].images[0].norm
+        assert isinstance(norm, LogNorm)
+        top = max(float(g["integrand"].max()) for g in sweep.grids)
+        assert norm.vmax == pytest.approx(top) and norm.vmin == pytest.approx(top * 10 ** -lesson05.ERROR_DECADES)
         assert len(fig.axes[2].lines) == 4               # three curves + the marker line
         assert fig.axes[2].lines[3].get_xdata()[0] == pytest.approx(sweep.sigmas[k])
         assert f"{sweep.fisher_to_true[k]:.4f}" in text and f"{sweep.bias[k]:.4f}" in text
@@ -84,3 +90,19 @@ def test_tweedie_view_lowers_the_error_at_large_sigma(sweep):
 def test_default_sigmas_double():
     s = sweeps.default_sigmas()
     assert len(s) == 7 and all(math.isclose(b / a, 2.0) for a, b in zip(s, s[1:]))
+
+
+def test_error_maps_share_one_log_scale_and_one_colourbar(sweep):
+    fig = lesson05.error_maps_figure(sweep, [0, 2])
+    maps = [ax for ax in fig.axes if ax.images]
+    assert len(maps) == 2 and len(fig.axes) == 3          # two maps and one colourbar
+    norms = [ax.images[0].norm for ax in maps]
+    assert all(isinstance(n, LogNorm) for n in norms)
+    assert norms[0].vmin == norms[1].vmin and norms[0].vmax == norms[1].vmax
+    assert f"{sweep.fisher_to_true[2]:.3f}" in maps[1].get_title()
+    plt.close(fig)
+
+
+def test_sweep_sliders_redraw_on_release(sweep):
+    for panel in (lesson05.sigma_sweep_panel(sweep), lesson05.tweedie_panel(sweep)):
+        assert slider_of(panel).continuous_update is False

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import List, Sequence
 import numpy as np
 import torch
+from tqdm.auto import tqdm
+
 from .. import checks, config, objectives, train
 from ..denoise import noised_distribution
 from ..distributions import GaussianMixture
@@ -36,7 +38,7 @@ def three_blobs() -> GaussianMixture:
 
 
 def default_sigmas() -> List[float]:
-    """Seven noise levels 0.025, 0.05, ..., 1.6 (each twice the last)."""
+    """Seven noise levels, each twice the last: 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6."""
     return [0.025 * 2 ** k for k in range(7)]
 
 
@@ -62,12 +64,15 @@ class SigmaSweep:
 
 def train_sigma_sweep(target: GaussianMixture, sigmas: Sequence[float], *, n_data: int = 4000,
                       n_steps: int = 1000, hidden: int = 64, lr: float = 5e-3, batch_size: int = 256,
-                      n_eval: int = 2000, grid_n: int = 80, quiver_n: int = 17, seed: int = 0) -> SigmaSweep:
+                      n_eval: int = 2000, grid_n: int = 80, quiver_n: int = 17, seed: int = 0,
+                      progress: bool = True) -> SigmaSweep:
     """Train one ScoreMLP by DSM per level in ``sigmas`` on ``n_data`` samples of ``target``.
 
     Fisher divergences are Monte-Carlo estimates on ``n_eval`` fresh samples of p (and of
     q_sigma for the divergence to the noised score). Grids of ``grid_n``^2 points (heat maps) and
-    ``quiver_n``^2 points (arrows) over :data:`WINDOW` are evaluated once here.
+    ``quiver_n``^2 points (arrows) over :data:`WINDOW` are evaluated once here. ``progress``
+    shows one bar over the levels (with the current sigma) and each level's training bar (with
+    its current loss).
     """
     sigmas = sorted(checks.sigma_sequence(sigmas).tolist())
     n_eval = checks.positive_int(n_eval, "n_eval", minimum=2)
@@ -82,12 +87,14 @@ def train_sigma_sweep(target: GaussianMixture, sigmas: Sequence[float], *, n_dat
         true_grid = target.score(heat_pts)
     models, f_true, f_noised, bias, grids = [], [], [], [], []
     seconds = 0.0
+    levels = tqdm(total=len(sigmas), desc="DSM noise levels", disable=not progress, mininterval=0.5)
     for i, sigma in enumerate(sigmas):
+        levels.set_postfix(sigma=f"{sigma:.3g}")
         with config.seeded(seed + i):
             model = ScoreMLP(target.dim, hidden, 2)
             history = train.fit(model, lambda m, x, s=sigma: objectives.denoising_score_matching(m, x, s),
                                 x_train, steps=n_steps, batch_size=batch_size, lr=lr,
-                                generator=torch.Generator().manual_seed(seed + i), device="cpu")
+                                generator=torch.Generator().manual_seed(seed + i), device="cpu", progress=progress)
             seconds += history.seconds
             noised = noised_distribution(target, sigma)
             x_noised_eval = x_eval + sigma * eps_eval
@@ -103,4 +110,6 @@ def train_sigma_sweep(target: GaussianMixture, sigmas: Sequence[float], *, n_dat
                     "arrows": model(arrow_pts).numpy(),
                 })
             models.append(model)
+        levels.update(1)
+    levels.close()
     return SigmaSweep(target, sigmas, models, f_true, f_noised, bias, seconds, WINDOW, grids)

@@ -5,9 +5,11 @@ needs precomputed, and what each divergence measures) is :mod:`csm_edu.experimen
 :func:`sigma_sweep_view` and :func:`tweedie_view` only draw.
 """
 import math
+from typing import Optional, Sequence
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import NullLocator
+from matplotlib.colors import LogNorm
+from matplotlib.ticker import FuncFormatter, NullLocator
 import numpy as np
 import torch
 
@@ -27,16 +29,61 @@ def _square_axes(ax, window):
     ax.set_yticks([window[2], 0.5 * (window[2] + window[3]), window[3]])
 
 
+ERROR_DECADES = 4.0          # the error maps' colour scale spans this many powers of ten
+
+
+def error_norm(sweep: SigmaSweep) -> LogNorm:
+    """One logarithmic colour scale for the error maps of every level: the largest value over all
+    levels down to 10^-ERROR_DECADES of it (smaller values take the darkest colour)."""
+    top = max(float(h["integrand"].max()) for h in sweep.grids)
+    return LogNorm(vmin=top * 10.0 ** -ERROR_DECADES, vmax=top, clip=True)
+
+
+def _error_colourbar(fig, image, **kwargs):
+    """A colourbar for :func:`draw_error_map` with one plain label per power of ten (no minor ticks,
+    no mathtext: tick layout dominates a redraw's time)."""
+    norm = image.norm
+    decades = 10.0 ** np.arange(np.ceil(np.log10(norm.vmin)), np.floor(np.log10(norm.vmax)) + 1)
+    bar = fig.colorbar(image, ticks=decades, **kwargs)
+    bar.ax.yaxis.set_minor_locator(NullLocator())
+    bar.ax.set_yticklabels([f"{v:.0e}".replace("e-0", "e-").replace("e+0", "e") for v in decades], fontsize=7)
+    return bar
+
+
+def draw_error_map(ax, sweep: SigmaSweep, k: int, norm: Optional[LogNorm] = None):
+    """Heat map of p(x) 1/2 |s_theta(x) - grad log p(x)|^2 for level ``k`` on the sweep's common
+    log colour scale (:func:`error_norm`); returns the image, for a colourbar."""
+    norm = error_norm(sweep) if norm is None else norm
+    return ax.imshow(np.maximum(sweep.grids[k]["integrand"], norm.vmin), origin="lower", extent=list(sweep.window),
+                     cmap="magma", interpolation="nearest", norm=norm)
+
+
+def error_maps_figure(sweep: SigmaSweep, levels: Sequence[int]):
+    """The error maps of several levels side by side on one log colour scale, with one colourbar."""
+    levels = list(levels)
+    fig, axes = plt.subplots(1, len(levels), figsize=(3.9 * len(levels) + 1.0, 3.8), squeeze=False)
+    norm = error_norm(sweep)
+    for ax, k in zip(axes[0], levels):
+        image = draw_error_map(ax, sweep, k, norm)
+        _square_axes(ax, sweep.window)
+        ax.set_title(f"sigma={sweep.sigmas[k]:.3g}: F(learned, true) = {sweep.fisher_to_true[k]:.3f}", fontsize=9)
+    fig.subplots_adjust(left=0.04, right=0.88, bottom=0.08, top=0.9, wspace=0.15)
+    cax = fig.add_axes([0.9, 0.12, 0.015, 0.74])
+    _error_colourbar(fig, image, cax=cax, label="p |s_theta - grad log p|^2 / 2")
+    return fig
+
+
 def sigma_sweep_view(sweep: SigmaSweep, sigma: float):
     """Figure and readout for the trained level nearest to ``sigma``.
 
     Left: the exact noised density q_sigma with the learned score's directions. Middle: where the
     learned score misses the true data score, p(x) 1/2 |s_theta(x) - grad log p(x)|^2 (its
-    integral is the Fisher divergence). Right: the three Fisher divergences against sigma.
+    integral is the Fisher divergence), on one log colour scale for all levels with a colourbar.
+    Right: the three Fisher divergences against sigma.
     """
     k = sweep.nearest(sigma)
     s_k, g = sweep.sigmas[k], sweep.grids[k]
-    fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.9))
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.9))
     ax = axes[0]
     extent = list(sweep.window)
     ax.imshow(g["noised_density"], origin="lower", extent=extent, cmap="viridis", interpolation="nearest")
@@ -45,11 +92,10 @@ def sigma_sweep_view(sweep: SigmaSweep, sigma: float):
     ax.quiver(g["AX"], g["AY"], arrows[:, 0].reshape(n, n), arrows[:, 1].reshape(n, n), color="white",
               angles="xy", pivot="mid", scale=1.6 * n, width=0.004)
     ax.set_title(f"noised density and learned score, sigma={s_k:.3g}", fontsize=9)
-    ax = axes[1]
-    common_max = max(float(h["integrand"].max()) for h in sweep.grids)   # one colour scale for all levels
-    ax.imshow(g["integrand"], origin="lower", extent=extent, cmap="magma", interpolation="nearest",
-              vmin=0.0, vmax=common_max)
-    ax.set_title("error vs true score: p |s_theta - grad log p|^2 / 2", fontsize=9)
+    image = draw_error_map(axes[1], sweep, k)
+    _error_colourbar(fig, image, ax=axes[1], fraction=0.046, pad=0.03)
+    axes[1].set_title("error vs true score: p |s_theta - grad log p|^2 / 2\n(log scale, the same for every sigma)",
+                      fontsize=8)
     for ax in axes[:2]:
         _square_axes(ax, sweep.window)
     ax = axes[2]
@@ -64,22 +110,37 @@ def sigma_sweep_view(sweep: SigmaSweep, sigma: float):
     ax.set_xticks(sweep.sigmas, [f"{v:.3g}" for v in sweep.sigmas], fontsize=7)
     ax.xaxis.set_minor_locator(NullLocator())
     ax.yaxis.set_minor_locator(NullLocator())
-    fig.subplots_adjust(left=0.04, right=0.98, bottom=0.13, top=0.92, wspace=0.25)
-    text = (f"sigma = {float(sigma):.4g} (nearest trained level {s_k:.3g}): Fisher divergence of the "
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))     # plain labels, no mathtext
+    fig.subplots_adjust(left=0.04, right=0.98, bottom=0.13, top=0.88, wspace=0.42)
+    return fig, _sweep_readout(sweep, sigma)
+
+
+def _sweep_readout(sweep: SigmaSweep, sigma: float) -> str:
+    k = sweep.nearest(sigma)
+    return (f"sigma = {float(sigma):.4g} (nearest trained level {sweep.sigmas[k]:.3g}): Fisher divergence of the "
             f"learned score to the TRUE data score {sweep.fisher_to_true[k]:.4f}, to the noised score "
             f"{sweep.fisher_to_noised[k]:.4f}; bias of the noised score itself {sweep.bias[k]:.4f}")
-    return fig, text
 
 
 def sigma_sweep_panel(sweep: SigmaSweep):
-    """A FloatLogSlider over the trained levels (one arrow-key step = one level) -> :func:`sigma_sweep_view`."""
+    """A FloatLogSlider over the trained levels (one arrow-key step = one level) -> :func:`sigma_sweep_view`.
+
+    The figure of every level is drawn once when the panel is built; the slider only picks one.
+    """
     import ipywidgets as widgets
     lo, hi = math.log10(sweep.sigmas[0]), math.log10(sweep.sigmas[-1])
     step = (hi - lo) / max(len(sweep.sigmas) - 1, 1)
     start = sweep.sigmas[len(sweep.sigmas) // 2]
     slider = widgets.FloatLogSlider(value=start, base=10, min=lo, max=hi, step=step, description="sigma",
-                                    readout_format=".3g")
-    return interactive_panel(lambda sigma: sigma_sweep_view(sweep, sigma), {"sigma": slider})
+                                    readout_format=".3g", continuous_update=False)
+    # one figure per trained level, built now: a slider move only shows the level's figure again
+    figures = []
+    for s_k in sweep.sigmas:
+        fig, _ = sigma_sweep_view(sweep, s_k)
+        plt.close(fig)                   # kept, but not shown at the end of the cell
+        figures.append(fig)
+    return interactive_panel(lambda sigma: (figures[sweep.nearest(sigma)], _sweep_readout(sweep, sigma)),
+                             {"sigma": slider})
 
 
 def tweedie_view(sweep: SigmaSweep, sigma: float, *, n: int = 400, seed: int = 0):
@@ -119,5 +180,5 @@ def tweedie_panel(sweep: SigmaSweep):
     lo, hi = math.log10(sweep.sigmas[0]), math.log10(sweep.sigmas[-1])
     step = (hi - lo) / max(len(sweep.sigmas) - 1, 1)
     slider = widgets.FloatLogSlider(value=sweep.sigmas[-2], base=10, min=lo, max=hi, step=step, description="sigma",
-                                    readout_format=".3g")
+                                    readout_format=".3g", continuous_update=False)
     return interactive_panel(lambda sigma: tweedie_view(sweep, sigma), {"sigma": slider})
