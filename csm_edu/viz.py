@@ -46,6 +46,31 @@ def _finish_2d(ax, window, title):
         ax.set_title(title)
 
 
+def figure_pixels(fig, *, pad: int = 6) -> np.ndarray:
+    """Draw ``fig`` once and return its RGBA pixels cropped to what is drawn; ``fig`` is closed.
+
+    With :func:`pixels_figure`, a panel draws a frame once and shows it again at almost no cost.
+    """
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba())
+    plt.close(fig)
+    ink = (pixels[..., :3] < 250).any(2)
+    cols, rows = np.flatnonzero(ink.any(0)), np.flatnonzero(ink.any(1))
+    if len(cols) == 0:
+        return pixels.copy()
+    return pixels[max(0, rows[0] - pad):rows[-1] + pad + 1, max(0, cols[0] - pad):cols[-1] + pad + 1].copy()
+
+
+def pixels_figure(pixels: np.ndarray):
+    """A figure that only shows ``pixels`` (from :func:`figure_pixels`) at their own size: cheap to draw."""
+    dpi = plt.rcParams["figure.dpi"]
+    fig = plt.figure(figsize=(pixels.shape[1] / dpi, pixels.shape[0] / dpi), dpi=dpi)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(pixels, interpolation="none")
+    ax.set_axis_off()
+    return fig
+
+
 def plot_density(log_prob_fn: Callable, *, window: Sequence[float] = DEFAULT_WINDOW, resolution: int = 200,
                  ax=None, normalise: bool = True, log: bool = False, cmap: str = "viridis",
                  title: Optional[str] = None, colorbar: bool = False):
