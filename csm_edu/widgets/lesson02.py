@@ -152,7 +152,7 @@ class LangevinExplorer:
 
 
 def langevin_panel(explorer: Optional[LangevinExplorer] = None, step_size: float = 0.01, steps: int = 200,
-                   max_steps: Optional[int] = None, precompute: Optional[bool] = None):
+                   max_steps: Optional[int] = None, *, precompute: Optional[bool] = None):
     """Sliders for the step size (FloatLogSlider, first control), the number of steps and noise on/off.
 
     With ``precompute`` (default: in full mode) the chains of every step size the slider can take
