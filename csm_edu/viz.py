@@ -73,11 +73,12 @@ def pixels_figure(pixels: np.ndarray):
 
 def plot_density(log_prob_fn: Callable, *, window: Sequence[float] = DEFAULT_WINDOW, resolution: int = 200,
                  ax=None, normalise: bool = True, log: bool = False, cmap: str = "viridis",
-                 title: Optional[str] = None, colorbar: bool = False):
+                 title: Optional[str] = None, colorbar: bool = False, vmax: Optional[float] = None):
     """Heat map of a 2-D density given its (possibly unnormalised) log density.
 
     With ``normalise=True`` the density is normalised on the grid (see
-    :func:`csm_edu.metrics.grid_log_density`); ``log=True`` shows log p instead of p.
+    :func:`csm_edu.metrics.grid_log_density`); ``log=True`` shows log p instead of p. ``vmax``
+    fixes the top of the colour scale (give two heat maps the same one to compare them).
     """
     fig, ax = _fig_ax(ax)
     if normalise:
@@ -89,7 +90,7 @@ def plot_density(log_prob_fn: Callable, *, window: Sequence[float] = DEFAULT_WIN
     values = logp if log else torch.exp(logp)
     if not torch.isfinite(values).all():
         raise ValueError("the density has NaN/inf values on the grid; check the model")
-    mesh = ax.pcolormesh(X.numpy(), Y.numpy(), values.numpy(), cmap=cmap, shading="auto")
+    mesh = ax.pcolormesh(X.numpy(), Y.numpy(), values.numpy(), cmap=cmap, shading="auto", vmax=vmax)
     if colorbar:
         fig.colorbar(mesh, ax=ax, fraction=0.046)
     _finish_2d(ax, window, title)
