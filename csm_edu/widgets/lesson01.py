@@ -105,6 +105,7 @@ class TemperatureView:
 
     def __call__(self, temperature: float):
         from matplotlib.colors import LogNorm
+        from matplotlib.ticker import NullLocator
 
         temperature = checks.positive(temperature, "temperature")
         log_z = self.log_z(temperature)
@@ -113,15 +114,18 @@ class TemperatureView:
         norm = LogNorm(vmin=self.density_floor * self.density_max, vmax=self.density_max, clip=True)
         image = ax_p.imshow(density.clamp_min(1e-300).numpy(), origin="lower", extent=self.window, cmap="viridis",
                             norm=norm, interpolation="nearest", aspect="equal")
-        fig.colorbar(image, ax=ax_p, fraction=0.046, pad=0.03, extend="min").set_label(
-            "p_T(x), log scale, the same for every T", fontsize=9)
+        bar = fig.colorbar(image, ax=ax_p, fraction=0.046, pad=0.03, extend="min")
+        decades = range(math.ceil(math.log10(norm.vmin)), math.floor(math.log10(norm.vmax)) + 1)
+        bar.set_ticks([10.0 ** d for d in decades], labels=[f"1e{d}" if d else "1" for d in decades])
+        bar.ax.yaxis.set_minor_locator(NullLocator())
+        bar.set_label("p_T(x): one log scale for every T", fontsize=9)
         ax_p.set_title(f"p_T(x) ∝ exp(-E(x)/T), T = {temperature:.3g}", fontsize=11)
         ax_z.semilogx(self.curve_t, self.curve_log_z, color="tab:blue")
         ax_z.plot([temperature], [log_z], "o", color="tab:red")
         ax_z.set_xlabel("temperature T")
         ax_z.set_ylabel("log Z(T) on the grid")
         ax_z.set_title("the normaliser changes with T", fontsize=11)
-        fig.subplots_adjust(left=0.06, right=0.98, bottom=0.14, top=0.9, wspace=0.3)
+        fig.subplots_adjust(left=0.06, right=0.98, bottom=0.14, top=0.9, wspace=0.5)
         peak = float(density.max())
         return fig, f"T = {temperature:.3g}: log Z(T) = {log_z:.3f} (grid), highest density {peak:.3g}"
 
