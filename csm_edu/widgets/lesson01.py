@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .. import checks, config, viz
+from .. import checks, viz
 from ..metrics import grid_2d
 from .base import interactive_panel
 
@@ -131,23 +131,18 @@ class TemperatureView:
 
 
 def temperature_panel(energy_fn: Callable, *, window: Sequence[float] = viz.DEFAULT_WINDOW, resolution: int = 120,
-                      temperature: float = 1.0, view: Optional[TemperatureView] = None,
-                      prerender: Optional[bool] = None):
+                      temperature: float = 1.0, view: Optional[TemperatureView] = None):
     """A temperature slider (FloatLogSlider over :data:`TEMPERATURE_RANGE`) wired to :class:`TemperatureView`.
 
     Each temperature's figure is drawn once and kept (:func:`csm_edu.viz.figure_pixels`), so
-    showing it again costs almost nothing. With ``prerender`` (default: in full mode) every
-    temperature the slider can take (21, a factor 10^0.1 apart) is drawn when the panel is built,
-    with a progress bar; otherwise only the slider's two ends and the default are, and a new
-    temperature takes one figure draw. The slider redraws on release (``continuous_update=False``).
+    going back to a temperature already seen costs almost nothing; the slider's two ends and the
+    default are drawn when the panel is built. The slider redraws on release
+    (``continuous_update=False``): a new temperature takes one figure draw.
     """
     import ipywidgets as widgets
-    from tqdm.auto import tqdm
 
     view = view if view is not None else TemperatureView(energy_fn, window=window, resolution=resolution)
     lo, hi = TEMPERATURE_RANGE
-    log_step = 0.1
-    prerender = (not config.QUICK) if prerender is None else bool(prerender)
     frames = {}
 
     def show(temperature):
@@ -158,11 +153,9 @@ def temperature_panel(energy_fn: Callable, *, window: Sequence[float] = viz.DEFA
         pixels, readout = frames[key]
         return viz.pixels_figure(pixels), readout
 
-    n = int(round(math.log10(hi / lo) / log_step))
-    ahead = [lo * 10 ** (k * log_step) for k in range(n + 1)] if prerender else [lo, hi]
-    for t in tqdm(ahead + [temperature], desc="drawing the temperatures", leave=False, disable=not prerender):
+    for t in (lo, hi, temperature):
         plt.close(show(t)[0])
     slider = widgets.FloatLogSlider(value=temperature, base=10, min=math.log10(lo), max=math.log10(hi),
-                                    step=log_step, description="temperature", readout_format=".3g",
+                                    step=0.05, description="temperature", readout_format=".3g",
                                     continuous_update=False)
     return interactive_panel(show, {"temperature": slider})
