@@ -46,13 +46,39 @@ def _finish_2d(ax, window, title):
         ax.set_title(title)
 
 
+def figure_pixels(fig, *, pad: int = 6) -> np.ndarray:
+    """Draw ``fig`` once and return its RGBA pixels cropped to what is drawn; ``fig`` is closed.
+
+    With :func:`pixels_figure`, a panel draws a frame once and shows it again at almost no cost.
+    """
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba())
+    plt.close(fig)
+    ink = (pixels[..., :3] < 250).any(2)
+    cols, rows = np.flatnonzero(ink.any(0)), np.flatnonzero(ink.any(1))
+    if len(cols) == 0:
+        return pixels.copy()
+    return pixels[max(0, rows[0] - pad):rows[-1] + pad + 1, max(0, cols[0] - pad):cols[-1] + pad + 1].copy()
+
+
+def pixels_figure(pixels: np.ndarray):
+    """A figure that only shows ``pixels`` (from :func:`figure_pixels`) at their own size: cheap to draw."""
+    dpi = plt.rcParams["figure.dpi"]
+    fig = plt.figure(figsize=(pixels.shape[1] / dpi, pixels.shape[0] / dpi), dpi=dpi)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(pixels, interpolation="none")
+    ax.set_axis_off()
+    return fig
+
+
 def plot_density(log_prob_fn: Callable, *, window: Sequence[float] = DEFAULT_WINDOW, resolution: int = 200,
                  ax=None, normalise: bool = True, log: bool = False, cmap: str = "viridis",
-                 title: Optional[str] = None, colorbar: bool = False):
+                 title: Optional[str] = None, colorbar: bool = False, vmax: Optional[float] = None):
     """Heat map of a 2-D density given its (possibly unnormalised) log density.
 
     With ``normalise=True`` the density is normalised on the grid (see
-    :func:`csm_edu.metrics.grid_log_density`); ``log=True`` shows log p instead of p.
+    :func:`csm_edu.metrics.grid_log_density`); ``log=True`` shows log p instead of p. ``vmax``
+    fixes the top of the colour scale (give two heat maps the same one to compare them).
     """
     fig, ax = _fig_ax(ax)
     if normalise:
@@ -64,7 +90,7 @@ def plot_density(log_prob_fn: Callable, *, window: Sequence[float] = DEFAULT_WIN
     values = logp if log else torch.exp(logp)
     if not torch.isfinite(values).all():
         raise ValueError("the density has NaN/inf values on the grid; check the model")
-    mesh = ax.pcolormesh(X.numpy(), Y.numpy(), values.numpy(), cmap=cmap, shading="auto")
+    mesh = ax.pcolormesh(X.numpy(), Y.numpy(), values.numpy(), cmap=cmap, shading="auto", vmax=vmax)
     if colorbar:
         fig.colorbar(mesh, ax=ax, fraction=0.046)
     _finish_2d(ax, window, title)

@@ -71,8 +71,11 @@ def test_temperature_view_at_slider_ends(quadratic_view, temperature):
     expected = math.log(2 * math.pi * temperature)
     assert quadratic_view.log_z(temperature) == pytest.approx(expected, abs=2e-3)
     assert f"log Z(T) = {quadratic_view.log_z(temperature):.3f}" in text
-    ax_p, ax_z = fig.axes
-    assert len(ax_p.collections) == 1                                  # the density mesh
+    ax_p, ax_z, ax_bar = fig.axes                                      # density, log Z curve, colourbar
+    (image,) = ax_p.images                                             # the density heat map
+    assert image.norm.vmax == pytest.approx(quadratic_view.density_max)          # one scale for every T
+    assert image.norm.vmin == pytest.approx(quadratic_view.density_floor * quadratic_view.density_max)
+    assert quadratic_view.density_max == pytest.approx(1 / (2 * math.pi * 0.1), rel=0.05)  # N(0, T I) at T = 0.1, on the grid
     marker_x, marker_y = ax_z.lines[1].get_data()                      # the red dot on the log Z curve
     assert marker_x[0] == pytest.approx(temperature) and marker_y[0] == pytest.approx(expected, abs=2e-3)
     plt.close(fig)
@@ -81,10 +84,13 @@ def test_temperature_view_at_slider_ends(quadratic_view, temperature):
 def test_temperature_panel_moves_the_readout():
     panel = lesson01.temperature_panel(quadratic_energy, window=(-6, 6, -6, 6), resolution=60)
     slider, readout = panel.children[0].children[0], panel.children[1]
+    assert slider.continuous_update is False
     slider.value = slider.base ** slider.max
     assert "T = 10" in readout.value
     slider.value = slider.base ** slider.min
     assert "T = 0.1" in readout.value
+    slider.value = 2.0                                                 # a temperature not drawn before
+    assert "T = 2:" in readout.value
     with pytest.raises(ValueError, match="temperature"):
         lesson01.TemperatureView(quadratic_energy, resolution=20).log_z(0.0)
     plt.close("all")

@@ -26,7 +26,7 @@ def test_view_at_slider_ends(explorer):
     fig, text = explorer(lo, 0, True)                 # step min, steps min: the initial points
     assert "step size 0.001" in text and "0 steps" in text
     ax = fig.axes[0]
-    assert len(ax.collections) == 2                   # the density mesh and the scatter of the chains
+    assert len(ax.images) == 1 and len(ax.collections) == 1      # the density image and the scatter of the chains
     assert len(ax.collections[-1].get_offsets()) == 200
     start_mmd = _mmd_in(text)
     plt.close(fig)
@@ -43,6 +43,20 @@ def test_view_at_slider_ends(explorer):
         explorer(hi, 500, True)                       # step max diverges with a clear message
 
 
+def test_cached_chains_equal_one_langevin_run(explorer):
+    """run() continues cached chains; the states equal one sampler call of the same length and seed."""
+    for steps in (30, 200, 37, 0):
+        expected = sampling.langevin(explorer.target.score, explorer.x0, step_size=0.02, steps=steps,
+                                     generator=torch.Generator().manual_seed(explorer.seed + 1))
+        assert torch.equal(explorer.run(0.02, steps), expected)
+    with pytest.raises(sampling.SamplerDivergedError, match="Lower step_size"):
+        explorer.run(1.0, 100)
+    with pytest.raises(sampling.SamplerDivergedError, match="Lower step_size"):
+        explorer.run(1.0, 200)                        # remembered as diverged
+    assert lesson02.slider_step_sizes()[0] == pytest.approx(1e-3) and lesson02.slider_step_sizes()[-1] == pytest.approx(1.0)
+    assert len(lesson02.slider_step_sizes()) == 13
+
+
 def test_readout_number_is_the_mmd(explorer):
     fig, text = explorer(0.03, 100, True)
     plt.close(fig)
@@ -54,6 +68,7 @@ def test_panel_shows_divergence_as_red_readout(explorer):
     panel = lesson02.langevin_panel(explorer)
     step_slider = panel.children[0].children[0]
     assert type(step_slider).__name__ == "FloatLogSlider"
+    assert step_slider.continuous_update is False
     readout = panel.children[1]
     assert "MMD^2" in readout.value
     step_slider.value = step_slider.base ** step_slider.max    # a log slider's min/max are exponents
@@ -80,6 +95,8 @@ def test_trajectory_frames_at_ends():
     fig, text = lesson02.trajectory_frame_figure(traj, 5, record_every=5)
     assert "Langevin step 25" in text
     assert len(fig.axes[0].lines) == 10               # one path per chain
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["start (step 0)", "now (step 25)"]
     plt.close(fig)
     with pytest.raises(ValueError, match="shape"):
         lesson02.trajectory_frame_figure(torch.randn(6, 10), 0)

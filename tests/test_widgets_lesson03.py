@@ -5,10 +5,9 @@ import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.collections import QuadMesh  # noqa: E402
 from matplotlib.quiver import Quiver  # noqa: E402
 
-from csm_edu import data, models, objectives  # noqa: E402
+from csm_edu import data, metrics, models, objectives  # noqa: E402
 from csm_edu.experiments import snapshots
 from csm_edu.widgets import lesson03  # noqa: E402
 
@@ -42,13 +41,40 @@ def test_snapshots_are_recorded_and_training_lowers_the_fisher_divergence(record
 def test_progress_figure_at_slider_ends(recorded, index):
     snaps, _ = recorded
     fig, readout = lesson03.training_progress_figure(snaps, index, window=BOUNDS, true_fisher_zero=11.2)
-    ax_field, ax_curve = fig.axes
-    assert any(isinstance(c, QuadMesh) for c in ax_field.collections)
+    ax_field, ax_curve, ax_colourbar = fig.axes
+    (image,) = ax_field.images
+    assert image.norm.vmin == 0 and image.norm.vmax == pytest.approx(lesson03.default_density_max(snaps))
     assert any(isinstance(c, Quiver) for c in ax_field.collections)
     assert f"step {snaps[index].step}" in ax_field.get_title()
     assert f"Fisher divergence {snaps[index].fisher:.3f}" in readout
     assert len(ax_curve.lines) == 3                    # all points, points so far, s = 0 line
     plt.close(fig)
+
+
+def test_progress_figure_with_modes_numbers_them_and_shows_their_mass(recorded):
+    snaps, _ = recorded
+    true = data.toy_distribution("mixture")
+    fig, readout = lesson03.training_progress_figure(snaps, 4, modes=true.means, true_weights=true.weights,
+                                                     density_max=0.5, mass_max=0.6)
+    ax_field, ax_mass, ax_curve, ax_colourbar = fig.axes
+    assert sorted(t.get_text() for t in ax_field.texts) == [str(k) for k in range(8)]
+    assert [t.get_text() for t in ax_mass.get_xticklabels()] == snapshots.mode_labels(true.means)
+    masses = snapshots.mode_masses(snaps[4].log_density, true.means)
+    assert [p.get_height() for p in ax_mass.patches] == pytest.approx(masses.tolist())
+    assert ax_mass.get_ylim()[1] == pytest.approx(0.63) and ax_field.images[0].norm.vmax == 0.5
+    assert "mass per mode from" in readout
+    plt.close(fig)
+
+
+def test_mode_masses_and_labels():
+    true = data.toy_distribution("mixture")
+    assert snapshots.mode_labels(true.means)[:3] == ["0: 0°", "1: 45°", "2: 90°"]
+    pts, _, _, area = metrics.grid_2d(BOUNDS, 120)
+    log_density = true.log_prob(pts).reshape(120, 120)                 # the true density: 1/8 on each mode
+    masses = snapshots.mode_masses(log_density, true.means, window=BOUNDS)
+    assert masses.tolist() == pytest.approx([0.125] * 8, abs=2e-3)
+    with pytest.raises(ValueError, match="log_density"):
+        snapshots.mode_masses(log_density[:5], true.means)
 
 
 def test_out_of_range_index_is_clipped_and_empty_input_explained(recorded):
@@ -65,7 +91,11 @@ def test_out_of_range_index_is_clipped_and_empty_input_explained(recorded):
 
 def test_panel_builds(recorded):
     snaps, _ = recorded
-    panel = lesson03.training_progress_panel(snaps)
+    true = data.toy_distribution("mixture")
+    panel = lesson03.training_progress_panel(snaps, modes=true.means, true_weights=true.weights)
     play, inner = panel.children
     assert play.max == len(snaps) - 1
+    slider, readout = inner.children[0].children[0], inner.children[1]
+    slider.value = 0                                   # a prerendered frame and its readout
+    assert readout.value.startswith("<code>checkpoint 0 of 4")
     plt.close("all")

@@ -31,6 +31,30 @@ def _snapshot(model, step: int, true_score, x_eval, window, density_grid: int, q
     return Snapshot(step, metrics.fisher_divergence(score, true_score, x_eval), log_density.detach(), grid_score)
 
 
+def mode_masses(log_density: torch.Tensor, means: torch.Tensor, *,
+                window: Sequence[float] = viz.DEFAULT_WINDOW) -> torch.Tensor:
+    r"""Probability mass of a grid-normalised 2-D density on each mode: shape (K,).
+
+    The (r, r) grid ``log_density`` over ``window`` (as in a :class:`Snapshot`) is split into the
+    cells nearest to each of the K ``means`` (K, 2), and p dA is summed over each part, so the
+    masses add up to the grid's total (1, up to the Riemann sum).
+    """
+    means = checks.as_batch(torch.as_tensor(means, dtype=torch.float32), "means", dim=2)
+    log_density = torch.as_tensor(log_density)
+    if log_density.dim() != 2 or log_density.shape[0] != log_density.shape[1]:
+        raise ValueError(f"log_density must be an (r, r) grid, got shape {tuple(log_density.shape)}")
+    pts, _, _, area = metrics.grid_2d(window, log_density.shape[0])
+    nearest = torch.cdist(pts, means).argmin(1)
+    return torch.zeros(len(means)).index_add_(0, nearest, log_density.flatten().float().exp() * area)
+
+
+def mode_labels(means: torch.Tensor) -> List[str]:
+    """Labels ``"k: angle°"`` for modes on a ring: k is the index, the angle that of the mode's centre."""
+    means = torch.as_tensor(means, dtype=torch.float64)
+    angles = torch.rad2deg(torch.atan2(means[:, 1], means[:, 0])).remainder(360.0)
+    return [f"{k}: {round(float(a)) % 360}°" for k, a in enumerate(angles)]
+
+
 def train_with_snapshots(model: torch.nn.Module, loss_fn: Callable, data: torch.Tensor, *, true_score,
                          x_eval: torch.Tensor, steps: int, n_snapshots: int = 10, batch_size: int = 128,
                          lr: float = 1e-2, generator: Optional[torch.Generator] = None,
