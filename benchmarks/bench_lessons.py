@@ -61,7 +61,8 @@ def _bench_settings(control):
     if isinstance(control.value, bool):
         return [("toggled", not control.value), ("default", control.value)]
     if hasattr(control, "min") and hasattr(control, "max"):
-        return [("min", control.min), ("max", control.max), ("default", control.value)]
+        scale = (lambda e: control.base ** e) if hasattr(control, "base") else (lambda v: v)  # FloatLogSlider: exponents
+        return [("min", scale(control.min)), ("max", scale(control.max)), ("default", control.value)]
     return []
 
 for _name, _controls in _BENCH_PANELS:
