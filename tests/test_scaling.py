@@ -68,3 +68,15 @@ def test_measure_small_dims_and_table():
 def test_bad_objective_name():
     with pytest.raises(ValueError, match="unknown objective"):
         scaling.measure([2], names=["MLE"])
+
+
+def test_exact_against_composite_agrees_and_extrapolates_past_the_memory_cap():
+    rows = scaling.exact_against_composite([2, 4, 16], batch_size=16, max_exact_mb=2.0, repeats=1)
+    by = {(r["dim"], r["objective"]): r for r in rows}
+    for d in (2, 4):
+        assert by[(d, "exact SM")]["how"] == "measured"
+        assert by[(d, "exact SM")]["value"] == pytest.approx(by[(d, "CSM")]["value"], rel=1e-4, abs=1e-5)
+    exact16 = by[(16, "exact SM")]
+    assert exact16["how"] == "extrapolated" and exact16["value"] is None
+    assert exact16["saved_mb"] == pytest.approx(by[(4, "exact SM")]["saved_mb"] * 16, rel=1e-9)
+    assert exact16["saved_mb"] > 2.0

@@ -69,7 +69,7 @@ def conditional_figure(model, first_value: float, *, target=None, baselines: Opt
     ax.set_ylabel(f"density of x{b + 1} given x{a + 1} = {first_value:.2f}")
     ax.set_xlim(lo, hi)
     ax.legend(fontsize=8, loc="upper right")
-    return fig, "   ".join(readout)
+    return fig, " | ".join(readout)     # the panel's HTML readout collapses runs of spaces
 
 
 def conditional_panel(model, target=None, baselines: Optional[Dict[str, object]] = None,
@@ -118,15 +118,57 @@ def mask_figure(model: ARCSM, seed: int = 0):
               ("context of d reads x_j", net.connectivity()[order][:, order]),
               ("|d s_d / d x_j|", (jac[order][:, order] > 1e-12).float() * (1 + jac[order][:, order]).log())]
     panels = [p for p in panels if p[1] is not None]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.0))
+    axis_labels = {"input mask": ("input x_j (by degree)", "hidden unit (by degree)"),
+                   "hidden mask": ("hidden unit read (by degree)", "hidden unit (by degree)"),
+                   "output mask": ("hidden unit (by degree)", "context unit of x_d (by degree)"),
+                   "context of d reads x_j": ("input x_j", "context of x_d"),
+                   "|d s_d / d x_j|": ("input x_j", "score s_d")}
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.4))
     for ax, (title, mat) in zip(axes, panels):
-        ax.imshow(mat.detach().numpy(), cmap="Greys", aspect="auto", interpolation="nearest")
+        image = ax.imshow(mat.detach().numpy(), cmap="Greys", aspect="auto", interpolation="nearest",
+                          vmin=0.0, vmax=None if title.startswith("|") else 1.0)
         ax.set_title(title, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
+        ax.set_xlabel(axis_labels[title][0], fontsize=8)
+        ax.set_ylabel(axis_labels[title][1], fontsize=8)
     for ax in axes[-2:]:
         labels = [f"x{int(d) + 1}" for d in order]
         ax.set_xticks(range(model.dim), labels, fontsize=7)
         ax.set_yticks(range(model.dim), labels, fontsize=7)
-    fig.tight_layout()
+    bar = fig.colorbar(image, ax=axes[-1], fraction=0.08, pad=0.03)
+    bar.set_label("log(1 + |d s_d / d x_j|)", fontsize=7)
+    bar.ax.tick_params(labelsize=7)
+    fig.text(0.5, 0.005, "masks and connectivity: black = connection kept (1), white = cut (0); "
+             "rows and columns in the order's degrees, so the staircases show", ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
+
+
+def cost_figure(rows: List[dict], ax=None):
+    """ms per loss + backward against D for the rows of
+    :func:`csm_edu.experiments.scaling.exact_against_composite`: measured points filled on a solid
+    line, extrapolated ones hollow on a dashed line; log-log axes with one labelled tick per D."""
+    from matplotlib.ticker import NullFormatter
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.4))
+    dims = sorted({r["dim"] for r in rows})
+    for name, color in (("exact SM", "tab:red"), ("CSM", "tab:green")):
+        pts = sorted((r["dim"], r["ms"], r["how"]) for r in rows if r["objective"] == name)
+        measured = [(d, v) for d, v, how in pts if how == "measured"]
+        extra = [(d, v) for d, v, how in pts if how != "measured"]
+        label = "exact SM (D backward passes)" if name == "exact SM" else "CSM (one pass)"
+        ax.plot(*zip(*measured), "o-", color=color, label=f"{label}, measured")
+        if extra:
+            ax.plot(*zip(*(measured[-1:] + extra)), "--", color=color)
+            ax.plot(*zip(*extra), "o", mfc="white", color=color, label=f"{label}, extrapolated")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(dims, [str(d) for d in dims])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("dimension D")
+    ax.set_ylabel("ms per loss + backward")
+    ax.grid(alpha=0.3, which="major")
+    ax.legend(fontsize=7)
+    ax.set_title("the trace costs D passes; CSM costs one", fontsize=9)
+    return ax.figure
