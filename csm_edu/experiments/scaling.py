@@ -116,7 +116,8 @@ def markdown_table(rows: List[dict]) -> str:
                 star = "*" if r["how"] == "extrapolated" else ""
                 cells.append(f"{r['ms']:.1f}{star}{mem}")
         ratio = (by_name["exact SM"]["ms"] / by_name["CSM"]["ms"]) if "exact SM" in by_name and "CSM" in by_name else float("nan")
-        lines.append(f"| {d} | " + " | ".join(cells) + f" | {ratio:.1f} |")
+        star = "*" if "exact SM" in by_name and by_name["exact SM"]["how"] == "extrapolated" else ""
+        lines.append(f"| {d} | " + " | ".join(cells) + f" | {ratio:.1f}{star} |")
     return "\n".join(lines) + "\n\n(*) extrapolated; MB = tensors saved for backward."
 
 

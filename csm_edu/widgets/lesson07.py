@@ -15,19 +15,39 @@ import torch
 
 from .. import checks
 from ..models import ARCSM
-from ..models.arcsm import target_conditional_log_probs
+from ..models.arcsm import AutoregressiveScoreModel, target_conditional_log_probs
 from .base import interactive_panel
 
 
-def conditional_log_density(model, first_value: float, grid: torch.Tensor) -> torch.Tensor:
+def conditional_log_density(model, first_value: float, grid: torch.Tensor, *, n_fine: int = 2048) -> torch.Tensor:
     """log q(x_b = grid | x_a = first_value) for a 2-D model with order (a, b), shape (len(grid),).
 
-    From the model's ``conditional_log_probs`` (MLE baselines: exact; AR-CSM: quadrature on its
-    support, :meth:`~csm_edu.models.ARCSM.set_support`).
+    MLE baselines: their exact ``conditional_log_probs``. Score models (AR-CSM): the one 1-D
+    conditional q(x_b | x_a) on the model's support [lo, hi] (:meth:`~csm_edu.models.ARCSM.set_support`),
+    normalised by the trapezoid rule on ``n_fine`` cells, u(t) = int_lo^t s_b, log q = u - log int e^u,
+    and read off at ``grid`` by linear interpolation: one pass of the network over the fine grid, the
+    context being the same for every point (:meth:`log_prob` would redo a full quadrature per point).
     """
     if getattr(model, "dim", None) != 2:
         raise ValueError("the conditional view needs a 2-D model (dim=2)")
     a, b = model.order.tolist()
+    if isinstance(model, AutoregressiveScoreModel):
+        lo, hi = model.bounds
+        fine = torch.linspace(lo, hi, checks.positive_int(n_fine, "n_fine", minimum=2) + 1, dtype=torch.float64)
+        x = torch.zeros(len(fine), 2)
+        x[:, a] = float(first_value)
+        x[:, b] = fine.float()
+        with torch.no_grad():
+            s = model.conditional_scores(x)[:, b].double()
+        u = torch.cat([torch.zeros(1, dtype=s.dtype), torch.cumulative_trapezoid(s, fine)])
+        log_z = u.max() + torch.log(torch.trapezoid(torch.exp(u - u.max()), fine))
+        t = grid.double().clamp(lo, hi)
+        pos = ((t - lo) / (hi - lo) * (len(fine) - 1)).clamp(0, len(fine) - 1 - 1e-9)
+        i = pos.floor().long()
+        w = pos - i
+        log_q = (1 - w) * u[i] + w * u[i + 1] - log_z
+        outside = (grid < lo) | (grid > hi)
+        return torch.where(outside, torch.full_like(log_q, -float("inf")), log_q).to(grid.dtype)
     x = torch.zeros(len(grid), 2)
     x[:, a] = float(first_value)
     x[:, b] = grid

@@ -16,7 +16,8 @@ def scaling_view(rows: List[dict], *, objectives: Sequence[str] = OBJECTIVE_NAME
 
     ``rows`` are those of :func:`csm_edu.experiments.scaling.measure` or :func:`csm_edu.experiments.scaling.read_csv`.
     Extrapolated points are drawn hollow with a dashed line. Returns (figure, readout), the
-    readout giving the exact-SM / CSM and CSM / DSM ratios at the largest D shown.
+    readout giving the exact-SM / CSM and CSM / DSM ratios at the largest D shown, and whether the
+    exact-SM time behind the first is measured or extrapolated.
     """
     if not objectives:
         raise ValueError("choose at least one objective")
@@ -51,7 +52,9 @@ def scaling_view(rows: List[dict], *, objectives: Sequence[str] = OBJECTIVE_NAME
     if "CSM" in by and "DSM" in by:
         parts.append(f"CSM / DSM = {by['CSM'] / by['DSM']:.2f}x")
     if "CSM" in by and "exact SM" in by:
-        parts.append(f"exact SM / CSM = {by['exact SM'] / by['CSM']:.0f}x")
+        how = next(r["how"] for r in shown if r["dim"] == d and r["objective"] == "exact SM")
+        parts.append(f"exact SM / CSM = {by['exact SM'] / by['CSM']:.0f}x"
+                     + (" (exact SM extrapolated, not measured)" if how != "measured" else " (measured)"))
     return fig, ", ".join(parts)
 
 
