@@ -158,7 +158,8 @@ def exact_against_composite(dims: Sequence[int], *, batch_size: int = 128, max_e
 
     At each D one model, ``ARCSM(D, hidden=2D+32, context_dim=8, head_hidden=32)``, gets both losses
     on the same standard-normal batch: their values (equal, the Jacobian of the conditional scores
-    being triangular), the median ms of a loss + backward step over ``repeats``, and the MB autograd
+    being triangular), the median ms of a loss + backward step over ``repeats`` (one for exact SM from
+    D = 32 on, whose steps are long enough to time once), and the MB autograd
     saves for the backward pass. Exact SM keeps D graphs, so its memory grows like D^2: before each
     D it is *predicted* from the last measured D0 as mb(D0) (D / D0)^2, and where the prediction
     exceeds ``max_exact_mb`` exact SM is not run; its time is extrapolated as
@@ -182,7 +183,7 @@ def exact_against_composite(dims: Sequence[int], *, batch_size: int = 128, max_e
         predicted = None if last is None else last["saved_mb"] * (dim / last["dim"]) ** 2
         if predicted is None or predicted <= max_exact_mb:
             value, mb = _step_value_and_megabytes(fns["exact SM"], model, x)
-            ms = time_per_step(fns["exact SM"], model, x, repeats=repeats, warmup=0)
+            ms = time_per_step(fns["exact SM"], model, x, repeats=1 if dim >= 32 else repeats, warmup=0)
             exact = dict(dim=dim, objective="exact SM", ms=ms, saved_mb=mb, value=value, how="measured")
             last = dict(exact, csm_ms=csm_ms)
         else:
