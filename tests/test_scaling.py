@@ -68,3 +68,32 @@ def test_measure_small_dims_and_table():
 def test_bad_objective_name():
     with pytest.raises(ValueError, match="unknown objective"):
         scaling.measure([2], names=["MLE"])
+
+
+def test_exact_against_composite_agrees_and_extrapolates_past_the_memory_cap():
+    rows = scaling.exact_against_composite([2, 4, 16], batch_size=16, max_exact_mb=2.0, repeats=1)
+    by = {(r["dim"], r["objective"]): r for r in rows}
+    for d in (2, 4):
+        assert by[(d, "exact SM")]["how"] == "measured"
+        assert by[(d, "exact SM")]["value"] == pytest.approx(by[(d, "CSM")]["value"], rel=1e-4, abs=1e-5)
+    exact16 = by[(16, "exact SM")]
+    assert exact16["how"] == "extrapolated" and exact16["value"] is None
+    assert exact16["saved_mb"] == pytest.approx(by[(4, "exact SM")]["saved_mb"] * 16, rel=1e-9)
+    assert exact16["saved_mb"] > 2.0
+
+
+def test_scaling_readout_and_table_say_when_exact_sm_is_extrapolated():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from csm_edu.widgets import lesson09
+    rows = [dict(dim=d, objective=o, ms=float(d) * (50 if o == "exact SM" else 1), saved_mb=1.0, peak_mb=float("nan"),
+                 how="extrapolated" if (o == "exact SM" and d == 64) else "measured")
+            for d in (8, 64) for o in ("exact SM", "DSM", "CSM")]
+    fig, readout = lesson09.scaling_view(rows)
+    assert "exact SM / CSM = 50x (exact SM extrapolated" in readout
+    plt.close(fig)
+    fig, readout = lesson09.scaling_view(rows, max_dim=8)
+    assert "(measured)" in readout
+    plt.close(fig)
+    assert "| 50.0* |" in scaling.markdown_table(rows)

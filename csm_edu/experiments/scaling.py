@@ -42,21 +42,7 @@ def saved_tensor_megabytes(loss_fn: Callable, model: torch.nn.Module, x: torch.T
     A device-independent measure of a step's activation memory (the part that grows with the
     objective); on CUDA :func:`measure` also reports the true peak allocation.
     """
-    seen = {}
-
-    def pack(t):
-        try:
-            key = t.untyped_storage().data_ptr()
-            seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
-        except (RuntimeError, NotImplementedError):
-            pass
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = loss_fn(model, x)
-    loss.backward()
-    model.zero_grad(set_to_none=True)
-    return sum(seen.values()) / 2 ** 20
+    return _step_value_and_megabytes(loss_fn, model, x)[1]
 
 
 def make_model(dim: int, hidden: int = 256, context_dim: int = 16, seed: int = 0) -> ARCSM:
@@ -130,7 +116,8 @@ def markdown_table(rows: List[dict]) -> str:
                 star = "*" if r["how"] == "extrapolated" else ""
                 cells.append(f"{r['ms']:.1f}{star}{mem}")
         ratio = (by_name["exact SM"]["ms"] / by_name["CSM"]["ms"]) if "exact SM" in by_name and "CSM" in by_name else float("nan")
-        lines.append(f"| {d} | " + " | ".join(cells) + f" | {ratio:.1f} |")
+        star = "*" if "exact SM" in by_name and by_name["exact SM"]["how"] == "extrapolated" else ""
+        lines.append(f"| {d} | " + " | ".join(cells) + f" | {ratio:.1f}{star} |")
     return "\n".join(lines) + "\n\n(*) extrapolated; MB = tensors saved for backward."
 
 
@@ -143,4 +130,66 @@ def read_csv(path) -> List[dict]:
         r["dim"] = int(r["dim"])
         for k in ("ms", "saved_mb", "peak_mb"):
             r[k] = float(r[k]) if r[k] not in ("", "nan") else float("nan")
+    return rows
+
+
+def _step_value_and_megabytes(loss_fn: Callable, model: torch.nn.Module, x: torch.Tensor):
+    """One step ``loss_fn(model, x).backward()``: (loss value, MB of tensors saved for backward)."""
+    seen = {}
+
+    def pack(t):
+        try:
+            key = t.untyped_storage().data_ptr()
+            seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
+        except (RuntimeError, NotImplementedError):
+            pass
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = loss_fn(model, x)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    return float(loss.detach()), sum(seen.values()) / 2 ** 20
+
+
+def exact_against_composite(dims: Sequence[int], *, batch_size: int = 128, max_exact_mb: float = 1000.0,
+                            repeats: int = 3, progress: Optional[Callable[[str], None]] = None) -> List[dict]:
+    r"""Exact SM (D backward passes) against CSM (one pass) on an untrained AR-CSM of width 2D + 32 (lesson 07).
+
+    At each D one model, ``ARCSM(D, hidden=2D+32, context_dim=8, head_hidden=32)``, gets both losses
+    on the same standard-normal batch: their values (equal, the Jacobian of the conditional scores
+    being triangular), the median ms of a loss + backward step over ``repeats`` (one for exact SM from
+    D = 32 on, whose steps are long enough to time once), and the MB autograd
+    saves for the backward pass. Exact SM keeps D graphs, so its memory grows like D^2: before each
+    D it is *predicted* from the last measured D0 as mb(D0) (D / D0)^2, and where the prediction
+    exceeds ``max_exact_mb`` exact SM is not run; its time is extrapolated as
+    t(D) = t(D0) (D / D0) t_CSM(D) / t_CSM(D0) (D passes, each about as dear as one CSM step), and its
+    memory as the prediction. Returns one dict per (D, objective): dim, objective ("exact SM" or
+    "CSM"), ms, saved_mb, value (None where not run), how ("measured" or "extrapolated").
+    """
+    from .timing import time_per_step
+    max_exact_mb = checks.positive(max_exact_mb, "max_exact_mb")
+    fns = {"exact SM": lambda m, b: objectives.exact_score_matching(m.conditional_scores, b),
+           "CSM": lambda m, b: objectives.composite_score_matching(m, b)}
+    rows, last = [], None
+    for dim in dims:
+        dim = checks.positive_int(dim, "dims entry")
+        with config.seeded(0):
+            model = ARCSM(dim, hidden=2 * dim + 32, context_dim=8, head_hidden=32)
+        x = torch.randn(batch_size, dim, generator=torch.Generator().manual_seed(0))
+        value, mb = _step_value_and_megabytes(fns["CSM"], model, x)
+        csm_ms = time_per_step(fns["CSM"], model, x, repeats=repeats, warmup=0)
+        csm = dict(dim=dim, objective="CSM", ms=csm_ms, saved_mb=mb, value=value, how="measured")
+        predicted = None if last is None else last["saved_mb"] * (dim / last["dim"]) ** 2
+        if predicted is None or predicted <= max_exact_mb:
+            value, mb = _step_value_and_megabytes(fns["exact SM"], model, x)
+            ms = time_per_step(fns["exact SM"], model, x, repeats=1 if dim >= 32 else repeats, warmup=0)
+            exact = dict(dim=dim, objective="exact SM", ms=ms, saved_mb=mb, value=value, how="measured")
+            last = dict(exact, csm_ms=csm_ms)
+        else:
+            ms = last["ms"] * dim / last["dim"] * csm_ms / last["csm_ms"]
+            exact = dict(dim=dim, objective="exact SM", ms=ms, saved_mb=predicted, value=None, how="extrapolated")
+        rows += [exact, csm]
+        if progress:
+            progress(f"D={dim:4d}: exact SM {exact['ms']:9.1f} ms ({exact['how']}), CSM {csm_ms:6.1f} ms")
     return rows

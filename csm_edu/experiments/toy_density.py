@@ -9,7 +9,8 @@ from ..models.arcsm import target_conditional_scores
 def train_lesson_models(x: torch.Tensor, *, steps: int, batch_size: int = 256, lr: float = 3e-3,
                         background: float = 0.05, background_scale: float = 1.0, seed: int = 0, hidden: int = 64,
                         n_components: int = 8, order: Optional[Sequence[int]] = None, without_background: bool = False,
-                        bounds: Sequence[float] = (-6.0, 6.0), n_nodes: int = 256):
+                        bounds: Sequence[float] = (-6.0, 6.0), n_nodes: int = 256,
+                        names: Optional[Sequence[str]] = None, progress: bool = True):
     """Train AR-CSM (CSM with ``background``, see :func:`csm_edu.objectives.composite_score_matching`),
     GaussianMADE and MixtureMADE (maximum likelihood) on ``x``.
 
@@ -17,7 +18,9 @@ def train_lesson_models(x: torch.Tensor, *, steps: int, batch_size: int = 256, l
     (:func:`csm_edu.train.fit`), on the CPU (faster than a GPU for these small 2-D models).
     ``without_background=True`` adds an AR-CSM trained by plain CSM. The AR-CSMs' densities live on
     ``bounds`` with ``n_nodes`` quadrature nodes (:meth:`~csm_edu.models.ARCSM.set_support`), so every
-    model answers ``log_prob(x)``. Returns ``(models, histories)``, two dicts keyed by model name.
+    model answers ``log_prob(x)``. ``names`` trains only those of the models (e.g. ``["AR-CSM"]``);
+    ``progress`` shows :func:`~csm_edu.train.fit`'s bar with the loss for each model.
+    Returns ``(models, histories)``, two dicts keyed by model name.
     """
     x = checks.as_batch(x, "x")
     dim = x.shape[1]
@@ -30,12 +33,18 @@ def train_lesson_models(x: torch.Tensor, *, steps: int, batch_size: int = 256, l
         plan.append(("AR-CSM, no background", arcsm, csm(0.0)))
     plan += [("GaussianMADE", lambda: GaussianMADE(dim, hidden=hidden, order=order), objectives.negative_log_likelihood),
              ("MixtureMADE", lambda: MixtureMADE(dim, n_components=n_components, hidden=hidden, order=order), objectives.negative_log_likelihood)]
+    if names is not None:
+        known = [name for name, _, _ in plan]
+        for name in names:
+            checks.one_of(name, "names entry", known)
+        plan = [p for p in plan if p[0] in names]
     models, histories = {}, {}
     for name, build, loss in plan:
         with config.seeded(seed):
             models[name] = build()
         histories[name] = train.fit(models[name], loss, x, steps=steps, batch_size=batch_size, lr=lr,
-                                    generator=torch.Generator().manual_seed(seed), device="cpu")
+                                    generator=torch.Generator().manual_seed(seed), device="cpu",
+                                    progress=progress)
     return models, histories
 
 
