@@ -57,6 +57,8 @@ def _bench_settings(control):
     if options is not None and len(options) > 0:
         values = [getattr(control, "value")]
         labels = list(getattr(control, "_options_values", options))
+        if isinstance(values[0], tuple):                      # SelectMultiple: a tuple of chosen options
+            return [("first", (labels[0],)), ("all", tuple(labels)), ("default", values[0])]
         return [("first", labels[0]), ("last", labels[-1]), ("default", values[0])]
     if isinstance(control.value, bool):
         return [("toggled", not control.value), ("default", control.value)]
