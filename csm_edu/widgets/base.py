@@ -31,7 +31,7 @@ def interactive_panel(view: Callable, controls: Dict[str, "object"], columns: in
                 readout.value = f"<span style='color:#b00'>{html.escape(str(err))}</span>"
                 return
             fig, text = (result if isinstance(result, tuple) else (result, ""))
-            readout.value = f"<code>{html.escape(text)}</code>" if text else ""
+            readout.value = f"<code style='white-space:pre-wrap'>{html.escape(text)}</code>" if text else ""  # keep spaces
             display(fig)
             plt.close(fig)
 
