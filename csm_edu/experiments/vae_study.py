@@ -222,6 +222,16 @@ def make_checkpoint(path=None, *, progress: bool = True):
     return path
 
 
+def checkpoint_shipped() -> bool:
+    """Whether the package holds :data:`CHECKPOINT` (lesson 12 trains its VAEs itself when it does not)."""
+    from .. import resources
+    try:
+        resources.path(CHECKPOINT)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def load_checkpoint(path=None):
     """The shipped VAEs: ``(rows, histories, models)`` as :func:`run_vae_experiment` returns them,
     read with ``weights_only=True`` (float16 weights cast to float32)."""
