@@ -227,8 +227,8 @@ def load_checkpoint(path=None):
         for k, m in built.items():
             m.load_state_dict(state["models"][name][k])
             m.eval()
-        built["AEM proposal"] = built["AEM"].proposal
-        models[name] = built
+        models[name] = {"AEM": built["AEM"], "AEM proposal": built["AEM"].proposal,       # train_comparison's order
+                        "AR-CSM": built["AR-CSM"], "MixtureMADE": built["MixtureMADE"]}
         histories[name] = {k: train.History(loss=v.tolist(), seconds=state["ms_per_step"][name][k] * st["steps"] / 1000,
                                             steps=st["steps"], batch_size=st["batch_size"])
                            for k, v in state["loss"][name].items()}
