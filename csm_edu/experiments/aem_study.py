@@ -35,7 +35,7 @@ def _log_normal(x, mean, std):
     return -0.5 * ((x - mean) / std) ** 2 - math.log(std) - 0.5 * LOG_2PI
 
 
-def _log_ratio(x):
+def log_weight(x):
     """log m(x) - log q(x), elementwise: the 1-D log importance weight (m normalised, so E_q[w] = 1)."""
     log_m = torch.logaddexp(_log_normal(x, -MODE, MODE_STD), _log_normal(x, MODE, MODE_STD)) - math.log(2.0)
     return log_m - _log_normal(x, 0.0, PROPOSAL_STD)
@@ -52,7 +52,7 @@ def normaliser_spread(dim: int, n_importance: int, *, n_repeats: int = 300, seed
     n_repeats = checks.positive_int(n_repeats, "n_repeats", minimum=2)
     g = torch.Generator().manual_seed(seed)
     x = PROPOSAL_STD * torch.randn(n_repeats, n_importance, dim, generator=g)
-    log_w = _log_ratio(x)                                                   # (R, S, D)
+    log_w = log_weight(x)                                                   # (R, S, D)
     zeros = torch.zeros(())
     joint = importance_log_normaliser(log_w.sum(-1), zeros.expand(n_repeats, n_importance))
     per_dim = importance_log_normaliser(log_w.transpose(1, 2), zeros.expand(n_repeats, dim, n_importance))
@@ -76,7 +76,8 @@ def spread_against_dimension(n_importance: int, *, dims: Sequence[int] = DIMS, n
 
 def train_comparison(x: torch.Tensor, *, steps: int, batch_size: int = 256, lr: float = 3e-3, hidden: int = 64,
                      n_components: int = 10, n_importance: int = 20, warmup_steps: Optional[int] = None,
-                     background: float = 0.05, seed: int = 0, models: Sequence[str] = ("AEM", "AR-CSM", "MixtureMADE")):
+                     background: float = 0.05, seed: int = 0, models: Sequence[str] = ("AEM", "AR-CSM", "MixtureMADE"),
+                     progress: bool = True, label: str = ""):
     """Train the AEM (:class:`~csm_edu.models.AEMLoss`, alpha warmed up over ``warmup_steps``,
     default steps // 5), AR-CSM (composite score matching with ``background``, as in lesson 07)
     and MixtureMADE (maximum likelihood) with the same ResMADE size and Adam schedule.
@@ -84,6 +85,7 @@ def train_comparison(x: torch.Tensor, *, steps: int, batch_size: int = 256, lr: 
     Returns ``(models, histories)``, dicts keyed by name; ``histories[name].ms_per_step`` is the
     measured training time per step. After the AEM, ``models`` holds its proposal q as a density model
     of its own (``"AEM proposal"``, :attr:`~csm_edu.models.AEM.proposal`; no history).
+    ``progress``: a tqdm bar with the loss per model, the model's name (prefixed by ``label``) printed above it.
     """
     x = checks.as_batch(x, "x")
     dim = x.shape[1]
@@ -101,8 +103,10 @@ def train_comparison(x: torch.Tensor, *, steps: int, batch_size: int = 256, lr: 
         build, loss = plan[name]
         with config.seeded(seed):
             built[name] = build()
+        if progress:
+            print(f"training {label}{name} ({steps} steps)", flush=True)
         histories[name] = train.fit(built[name], loss, x, steps=steps, batch_size=batch_size, lr=lr,
-                                    generator=torch.Generator().manual_seed(seed), device="cpu")
+                                    generator=torch.Generator().manual_seed(seed), device="cpu", progress=progress)
         if name == "AEM":
             built["AEM proposal"] = built["AEM"].proposal
     return built, histories
@@ -158,3 +162,84 @@ def importance_bias_curve(model: AEM, x: torch.Tensor, *, sample_sizes: Sequence
         bias.append(float(np.mean(vals)) - reference)
         spread.append(float(np.std(vals)))
     return list(sample_sizes), bias, spread
+
+
+# ---- the shipped checkpoint of lesson 08's full-mode comparison ----
+
+SETS = ("grid", "spirals", "checkerboard")
+FULL_SETTINGS = dict(steps=4000, batch_size=256, lr=3e-3, n_importance=20, n_data=20000, seed=0)
+CHECKPOINT = "checkpoints/aem_comparison.pt"
+CHECKPOINT_COMMAND = "python -m csm_edu.experiments.aem_study --make-checkpoint"
+
+
+def comparison_data(name: str, n_data: int, *, seed: int = 0):
+    """``(x_train, x_test)`` of lesson 08: ``n_data`` points of ``make_toy(name)``, 20 % held out (seed ``seed``)."""
+    from ..data import make_toy, train_test_split
+    x = make_toy(name, n_data, generator=torch.Generator().manual_seed(seed))
+    return train_test_split(x, test_fraction=0.2, generator=torch.Generator().manual_seed(seed))
+
+
+def make_checkpoint(path=None, *, sets: Sequence[str] = SETS, progress: bool = True):
+    """Train lesson 08's full-mode comparison (:data:`FULL_SETTINGS`, each set as in the lesson) and write
+    the state_dicts, loss curves and ms per step to ``path`` (default: the package's :data:`CHECKPOINT`).
+
+    Deterministic: data, initialisation and training noise all come from ``FULL_SETTINGS["seed"]``
+    (the ms per step are measured, so they differ between runs). Returns the path written.
+    """
+    from pathlib import Path
+    from .. import files, resources
+    st = FULL_SETTINGS
+    models, loss, ms = {}, {}, {}
+    for name in sets:
+        x_train, _ = comparison_data(name, st["n_data"], seed=st["seed"])
+        built, histories = train_comparison(x_train, steps=st["steps"], batch_size=st["batch_size"], lr=st["lr"],
+                                            n_importance=st["n_importance"], seed=st["seed"], progress=progress,
+                                            label=f"{name}: ")
+        models[name] = {k: {p: v.detach().cpu().clone() for p, v in m.state_dict().items()}
+                        for k, m in built.items() if k in histories}
+        loss[name] = {k: torch.tensor(h.loss, dtype=torch.float32) for k, h in histories.items()}
+        ms[name] = {k: float(h.ms_per_step) for k, h in histories.items()}
+    state = {"settings": dict(st), "sets": list(sets), "command": CHECKPOINT_COMMAND,
+             "models": models, "loss": loss, "ms_per_step": ms}
+    if path is None:
+        path = Path(str(resources.__path__[0])) / CHECKPOINT
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with files.atomic_write(path) as f:
+        torch.save(state, f)
+    return path
+
+
+def load_checkpoint(path=None):
+    """The shipped comparison: ``(models, histories)``, dicts keyed by set name, each as
+    :func:`train_comparison` returns them (``"AEM proposal"`` included), read with ``weights_only=True``."""
+    from .. import resources
+    path = resources.path(CHECKPOINT) if path is None else path
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    st = state["settings"]
+    models, histories = {}, {}
+    for name in state["sets"]:
+        x_train, _ = comparison_data(name, st["n_data"], seed=st["seed"])
+        dim = x_train.shape[1]
+        built = {"AEM": AEM(dim, n_components=10, hidden=64, n_importance=st["n_importance"]),
+                 "AR-CSM": ARCSM(dim, hidden=64, head_hidden=64),
+                 "MixtureMADE": MixtureMADE(dim, n_components=10, hidden=64)}
+        for k, m in built.items():
+            m.load_state_dict(state["models"][name][k])
+            m.eval()
+        models[name] = {"AEM": built["AEM"], "AEM proposal": built["AEM"].proposal,       # train_comparison's order
+                        "AR-CSM": built["AR-CSM"], "MixtureMADE": built["MixtureMADE"]}
+        histories[name] = {k: train.History(loss=v.tolist(), seconds=state["ms_per_step"][name][k] * st["steps"] / 1000,
+                                            steps=st["steps"], batch_size=st["batch_size"])
+                           for k, v in state["loss"][name].items()}
+    return models, histories
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:2] == ["--make-checkpoint"]:
+        config.seed_everything(0)
+        print(f"wrote {make_checkpoint(sys.argv[2] if len(sys.argv) > 2 else None)}")
+    else:
+        print(f"usage: {CHECKPOINT_COMMAND} [PATH]", file=sys.stderr)
+        sys.exit(2)

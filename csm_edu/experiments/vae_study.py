@@ -81,12 +81,23 @@ def fit_estimators(target=None, *, sample_sizes: Sequence[int] = (50, 200, 800),
     return out
 
 
+def build_vae(method: str, data_dim: int, latent: int, *, hidden: Sequence[int] = (256, 256), noise_skip="networks"):
+    """The untrained VAE of :func:`run_vae_experiment` for ``method`` (one of ``VAE_METHODS``)."""
+    checks.one_of(method, "method", VAE_METHODS)
+    if method == "Gaussian encoder":
+        return V.make_vae("gaussian", data_dim, latent, hidden=hidden)
+    name = method.split("+ ")[1]
+    skip = noise_skip is True or (noise_skip == "networks" and name in ("SSM", "CSM"))
+    return V.make_vae("implicit", data_dim, latent, hidden=hidden, noise_skip=skip)
+
+
 def run_vae_experiment(x_train: torch.Tensor, x_test: torch.Tensor, *, latent_dims: Sequence[int] = (8, 32),
                        methods: Sequence[str] = VAE_METHODS, n_steps: int = 2000, batch_size: int = 64,
                        hidden: Sequence[int] = (256, 256), lr: float = 1e-3, kernel_samples: Optional[int] = None,
                        network_samples: int = 4, estimator_lr: float = 1e-3, n_importance: int = 1000,
                        eval_every: int = 0, n_valid: int = 200, seed: int = 0, device=None,
-                       standardize_kernels: bool = True, estimator_steps: int = 5, noise_skip="networks"):
+                       standardize_kernels: bool = True, estimator_steps: int = 5, noise_skip="networks",
+                       progress: bool = True):
     """Train one VAE per (latent size, method) and measure its decoder's test log-likelihood.
 
     Same decoder/encoder widths, Adam schedule and seed for all. Encoder samples per image per step:
@@ -117,6 +128,7 @@ def run_vae_experiment(x_train: torch.Tensor, x_test: torch.Tensor, *, latent_di
     Test log-likelihood: :func:`csm_edu.vae.importance_log_likelihood` with
     K = ``n_importance`` and its default proposal. With ``eval_every`` the curve of the IS
     log-likelihood (K = 100) on the first ``n_valid`` test images is recorded.
+    ``progress``: a tqdm bar with the loss per model, the model's name printed above it.
     Returns ``(rows, histories, models)``; rows hold latent, method, log_lik, seconds, ms_per_step.
     """
     x_train = checks.as_batch(x_train, "x_train")
@@ -129,12 +141,11 @@ def run_vae_experiment(x_train: torch.Tensor, x_test: torch.Tensor, *, latent_di
         for method in methods:
             checks.one_of(method, "method", VAE_METHODS)
             with config.seeded(seed):
+                vae = build_vae(method, data_dim, latent, hidden=hidden, noise_skip=noise_skip)
                 if method == "Gaussian encoder":
-                    vae, est, m = V.make_vae("gaussian", data_dim, latent, hidden=hidden), None, 1
+                    est, m = None, 1
                 else:
                     name = method.split("+ ")[1]
-                    skip = noise_skip is True or (noise_skip == "networks" and name in ("SSM", "CSM"))
-                    vae = V.make_vae("implicit", data_dim, latent, hidden=hidden, noise_skip=skip)
                     if name in ("Stein", "SSGE"):
                         m = max(16, 2 * latent) if kernel_samples is None else kernel_samples
                     else:
@@ -142,9 +153,11 @@ def run_vae_experiment(x_train: torch.Tensor, x_test: torch.Tensor, *, latent_di
                     standardize = ("full" if m > latent else "diagonal") if standardize_kernels else False
                     est = make_estimator(name, dim=latent, cond_dim=data_dim, hidden=128, lr=estimator_lr,
                                          standardize=standardize, steps_per_fit=estimator_steps)
+                if progress:
+                    print(f"training L={latent}: {method} ({n_steps} steps)", flush=True)
                 hist = V.train_vae(vae, x_train, est, steps=n_steps, batch_size=batch_size, n_samples=m, lr=lr,
                                    generator=torch.Generator().manual_seed(seed), x_valid=x_test[:n_valid] if eval_every else None, eval_every=eval_every,
-                                   device=device)
+                                   device=device, progress=progress)
                 with config.seeded(seed + 1):
                     log_lik = float(V.importance_log_likelihood(vae, x_test, n_importance=n_importance).mean())
                     rows.append({"latent": latent, "method": method, "log_lik": log_lik, "seconds": hist.seconds,
@@ -152,3 +165,99 @@ def run_vae_experiment(x_train: torch.Tensor, x_test: torch.Tensor, *, latent_di
                     histories[latent, method] = hist
                     models[latent, method] = vae.cpu()
     return rows, histories, models
+
+
+# ---- the shipped checkpoint of lesson 12's full-mode VAEs (digits) ----
+
+FULL_SETTINGS = dict(latent_dims=(8, 32), n_steps=1500, batch_size=64, hidden=(256, 256), lr=1e-3, estimator_lr=1e-3,
+                     network_samples=4, n_importance=1000, eval_every=300, n_valid=100, seed=0)
+CHECKPOINT = "checkpoints/vae_digits.pt"
+CHECKPOINT_COMMAND = "python -m csm_edu.experiments.vae_study --make-checkpoint"
+
+
+def evaluate(models, x_test: torch.Tensor, *, n_importance: int = 1000, seed: int = 0):
+    """Test log-likelihood of each model as :func:`run_vae_experiment` measures it (same seed, same K):
+    {(latent, method): mean IS log p(x) in nats}."""
+    out = {}
+    for key, vae in models.items():
+        with config.seeded(seed + 1):
+            out[key] = float(V.importance_log_likelihood(vae, x_test, n_importance=n_importance).mean())
+    return out
+
+
+def make_checkpoint(path=None, *, progress: bool = True):
+    """Train lesson 12's full-mode VAEs on the digits (:data:`FULL_SETTINGS`, as the lesson's full mode does)
+    and write their state_dicts (float16, to keep the file small), the table rows and the curves to
+    ``path`` (default: the package's :data:`CHECKPOINT`). The rows' ``log_lik`` is re-measured on the
+    float16-rounded weights, i.e. on exactly what :func:`load_checkpoint` returns (``log_lik_float32``:
+    the value before rounding). Deterministic from ``FULL_SETTINGS["seed"]`` (times are measured)."""
+    from pathlib import Path
+    from .. import files, resources
+    st = FULL_SETTINGS
+    x_train, x_test = V.load_binary_images("digits", "train"), V.load_binary_images("digits", "test")
+    rows, histories, models = run_vae_experiment(
+        x_train, x_test, latent_dims=st["latent_dims"], n_steps=st["n_steps"], batch_size=st["batch_size"],
+        hidden=st["hidden"], lr=st["lr"], estimator_lr=st["estimator_lr"], network_samples=st["network_samples"],
+        n_importance=st["n_importance"], eval_every=st["eval_every"], n_valid=st["n_valid"], seed=st["seed"],
+        device="cpu", progress=progress)
+    state_dicts = {f"{latent}/{method}": {k: v.detach().cpu().half() for k, v in m.state_dict().items()}
+                   for (latent, method), m in models.items()}
+    state = {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in st.items()},
+             "command": CHECKPOINT_COMMAND, "models": state_dicts,
+             "histories": {f"{latent}/{method}": {"loss": torch.tensor(h.loss, dtype=torch.float32),
+                                                  "eval_steps": list(h.eval_steps), "eval_log_lik": list(h.eval_log_lik),
+                                                  "seconds": float(h.seconds)}
+                           for (latent, method), h in histories.items()}}
+    if path is None:
+        path = Path(str(resources.__path__[0])) / CHECKPOINT
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with files.atomic_write(path) as f:        # rows first without the rounded numbers, so a kill leaves nothing
+        torch.save({**state, "rows": []}, f)
+    _, _, loaded = load_checkpoint(path)
+    rounded = evaluate(loaded, x_test, n_importance=st["n_importance"], seed=st["seed"])
+    state["rows"] = [{**r, "log_lik_float32": r["log_lik"], "log_lik": rounded[r["latent"], r["method"]]} for r in rows]
+    with files.atomic_write(path) as f:
+        torch.save(state, f)
+    return path
+
+
+def checkpoint_shipped() -> bool:
+    """Whether the package holds :data:`CHECKPOINT` (lesson 12 trains its VAEs itself when it does not)."""
+    from .. import resources
+    try:
+        resources.path(CHECKPOINT)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def load_checkpoint(path=None):
+    """The shipped VAEs: ``(rows, histories, models)`` as :func:`run_vae_experiment` returns them,
+    read with ``weights_only=True`` (float16 weights cast to float32)."""
+    from .. import resources
+    path = resources.path(CHECKPOINT) if path is None else path
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    st = state["settings"]
+    models, histories = {}, {}
+    for key, sd in state["models"].items():
+        latent, method = key.split("/", 1)
+        latent = int(latent)
+        vae = build_vae(method, 64, latent, hidden=tuple(st["hidden"]))
+        vae.load_state_dict({k: v.float() for k, v in sd.items()})
+        vae.eval()
+        models[latent, method] = vae
+        h = state["histories"][key]
+        histories[latent, method] = V.VAEHistory(loss=h["loss"].tolist(), eval_steps=list(h["eval_steps"]),
+                                                 eval_log_lik=list(h["eval_log_lik"]), seconds=h["seconds"])
+    return [dict(r) for r in state["rows"]], histories, models
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:2] == ["--make-checkpoint"]:
+        config.seed_everything(0)
+        print(f"wrote {make_checkpoint(sys.argv[2] if len(sys.argv) > 2 else None)}")
+    else:
+        print(f"usage: {CHECKPOINT_COMMAND} [PATH]", file=sys.stderr)
+        sys.exit(2)

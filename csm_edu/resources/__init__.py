@@ -7,7 +7,13 @@ They are read with :mod:`importlib.resources`, never through paths relative to a
 - ``results/scaling_cpu.csv``, ``results/stability_runs.csv``, ``results/stability_curves.csv``:
   the committed CPU runs of ``benchmarks/bench_scaling.py`` and ``benchmarks/bench_stability.py``
   that lesson 09 plots. The benchmark scripts write into ``benchmarks/results/``; a new run is
-  shipped by copying its CSVs here (``python -m csm_edu.resources update benchmarks/results/*.csv``).
+  shipped by copying its CSVs here (``python -m csm_edu.resources update benchmarks/results/*.csv``);
+- ``checkpoints/aem_comparison.pt`` (lesson 08) and ``checkpoints/vae_digits.pt`` (lesson 12): the
+  state_dicts (and loss curves) of each lesson's full-mode training, which the lesson loads by default
+  (``TRAIN_YOURSELF = False``) with ``torch.load(..., weights_only=True)``. They are made, deterministically
+  from a seed, by ``python -m csm_edu.experiments.aem_study --make-checkpoint`` and
+  ``python -m csm_edu.experiments.vae_study --make-checkpoint`` (run from a checkout: they write into
+  this folder); ``tests/test_checkpoints.py`` checks that each loads and reproduces the lesson's numbers.
 """
 import atexit
 import contextlib

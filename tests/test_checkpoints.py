@@ -1,0 +1,94 @@
+"""Every shipped checkpoint loads with ``weights_only=True`` into the model its lesson builds and
+reproduces the number the lesson asserts (no training; a few seconds each on one core).
+
+The checkpoints are the lessons' full-mode trainings, made by
+``python -m csm_edu.experiments.aem_study --make-checkpoint`` (lesson 08) and
+``python -m csm_edu.experiments.vae_study --make-checkpoint`` (lesson 12). The expected numbers
+below are what the lessons print in full mode (and quote in their text); the evaluations are
+seeded, so on one machine they repeat to the last digit; the tolerances allow for other BLAS/CPU
+rounding.
+"""
+import fnmatch
+import math
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+
+from csm_edu import resources
+from csm_edu.data import toy_distribution
+from csm_edu.experiments import aem_study, vae_study
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parents[1]
+CHECKPOINTS = (aem_study.CHECKPOINT, vae_study.CHECKPOINT)
+NO_VAE = (f"{vae_study.CHECKPOINT} not made yet (lesson 12 then trains its VAEs itself); make it with "
+          f"`{vae_study.CHECKPOINT_COMMAND}`")
+
+
+@pytest.mark.parametrize("name", CHECKPOINTS)
+def test_checkpoint_is_shipped_small_and_tensors_only(name):
+    if name == vae_study.CHECKPOINT and not vae_study.checkpoint_shipped():
+        pytest.skip(NO_VAE)
+    path = resources.path(name)
+    assert path.stat().st_size < 5e6, f"{name}: {path.stat().st_size / 1e6:.1f} MB, keep shipped checkpoints small"
+    state = torch.load(path, map_location="cpu", weights_only=True)         # raises on anything but data
+    assert "--make-checkpoint" in state["command"]
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["csm_edu.resources"]
+    assert any(fnmatch.fnmatch(name, g) for g in globs), f"{name} is not matched by the package data {globs}"
+
+
+@pytest.fixture(scope="module")
+def aem_models():
+    return aem_study.load_checkpoint()
+
+
+def test_aem_checkpoint_reproduces_lesson_08_grid_number(aem_models):
+    models, histories = aem_models
+    assert set(models) == set(aem_study.SETS)
+    assert set(models["grid"]) == {"AEM", "AR-CSM", "MixtureMADE", "AEM proposal"}
+    assert len(histories["grid"]["AEM"].loss) == aem_study.FULL_SETTINGS["steps"]
+    _, x_test = aem_study.comparison_data("grid", aem_study.FULL_SETTINGS["n_data"])
+    x_test = x_test[:2000]                                                  # lesson 08's N_TEST in full mode
+    rows = aem_study.compare_log_likelihoods({k: models["grid"][k] for k in ("AEM", "AEM proposal", "MixtureMADE")},
+                                            histories["grid"], x_test, toy_distribution("grid"), n_importance=2000)
+    by = {r["model"]: r["log_lik"] for r in rows}
+    gap = by["true density"] - by["AEM"]
+    assert abs(gap) < 0.15                                                  # the lesson's assert
+    for model, expected in EXPECTED_AEM_GRID.items():                      # the lesson's table
+        assert by[model] == pytest.approx(expected, abs=3e-3), (model, by)   # printed to 3 decimals
+
+
+def test_aem_checkpoint_sir_samples_land_on_the_grid(aem_models):
+    from csm_edu import metrics
+    models, _ = aem_models
+    _, x_test = aem_study.comparison_data("grid", aem_study.FULL_SETTINGS["n_data"])
+    samples = models["grid"]["AEM"].sample(2000, n_proposals=100, generator=torch.Generator().manual_seed(0))
+    assert metrics.mmd(samples, x_test[:2000], bandwidth=0.3) < 0.002      # the lesson's assert
+
+
+def test_vae_checkpoint_reproduces_lesson_12_table():
+    if not vae_study.checkpoint_shipped():
+        pytest.skip(NO_VAE)
+    from csm_edu import vae as V
+    rows, histories, models = vae_study.load_checkpoint()
+    st = vae_study.FULL_SETTINGS
+    assert set(models) == {(latent, m) for latent in st["latent_dims"] for m in vae_study.VAE_METHODS}
+    x_train, x_test = V.load_binary_images("digits", "train"), V.load_binary_images("digits", "test")
+    baseline = V.independent_bernoulli_log_likelihood(x_train, x_test)
+    stored = {(r["latent"], r["method"]): r["log_lik"] for r in rows}
+    # re-measure the two the lesson's asserts hinge on (L = 8: Gaussian reference, best implicit); K as in the lesson
+    keys = [(8, "Gaussian encoder"), (8, "implicit + Stein")]
+    measured = vae_study.evaluate({k: models[k] for k in keys}, x_test, n_importance=st["n_importance"], seed=st["seed"])
+    for k in keys:
+        assert measured[k] == pytest.approx(stored[k], abs=0.02), (k, measured[k], stored[k])
+    for latent in st["latent_dims"]:                                       # the lesson's asserts, on the stored table
+        gauss = stored[latent, "Gaussian encoder"]
+        assert gauss > baseline + 1.0
+        for m in vae_study.VAE_METHODS[1:]:
+            assert math.isfinite(stored[latent, m]) and stored[latent, m] > gauss - 1.0, (latent, m, stored)
+
+
+# the lesson-08 full-mode table on 'grid' (test log-likelihood, nats), printed by the lesson
+EXPECTED_AEM_GRID = {"AEM": -2.604, "AEM proposal": -2.606, "MixtureMADE": -2.609, "true density": -2.604}
