@@ -122,8 +122,11 @@ def test_wheel_installed_outside_the_checkout_runs_lessons_00_and_09(tmp_path):
          timeout=300)
     wheel = next(wheels.glob("csm_edu-*.whl"))
     members = set(zipfile.ZipFile(wheel).namelist())
-    for name in ("csm_edu/resources/mnist_subset.npz", "csm_edu/resources/results/scaling_cpu.csv",
-                 "csm_edu/course/site.py"):
+    shipped = [f"csm_edu/resources/{p.relative_to(REPO / 'csm_edu' / 'resources').as_posix()}"
+               for p in (REPO / "csm_edu" / "resources" / "checkpoints").glob("*.pt")]
+    assert shipped, "no checkpoint under csm_edu/resources/checkpoints (lesson 08 loads one)"
+    for name in ["csm_edu/resources/mnist_subset.npz", "csm_edu/resources/results/scaling_cpu.csv",
+                 "csm_edu/course/site.py"] + shipped:
         assert name in members, f"{name} is not in the wheel"
     # 2. A fresh venv that reuses this environment's installed dependencies (a .pth line adds its
     #    site-packages after the venv's own, and .pth files found there are not run, so this
