@@ -51,6 +51,12 @@ import torch as _bench_torch
 _usage = _bench_resource.getrusage(_bench_resource.RUSAGE_SELF)
 _bench_result = {"cpu_s": _usage.ru_utime + _usage.ru_stime, "threads": _bench_torch.get_num_threads(),
                  "peak_rss_mb": _usage.ru_maxrss / 1024, "responses": []}
+# Redraws go to this cell's own output, not into the panels' Output widgets: nbclient mimics a
+# frontend for Output widgets, and with many redraws in one cell it stopped waiting for the
+# cell's reply (the kernel idle, the client waiting). The figures are still rendered to PNG.
+import ipywidgets as _bench_widgets
+_bench_widgets.Output.__enter__ = lambda self: self
+_bench_widgets.Output.__exit__ = lambda self, *exc: None
 
 def _bench_settings(control):
     options = getattr(control, "options", None)
