@@ -235,7 +235,7 @@ class _FastSamplesView:
     """
 
     def __init__(self, samples: Dict[tuple, torch.Tensor], mixture: GaussianMixture, *, sigma_min: float,
-                 window: Sequence[float] = WINDOW, resolution: int = 120):
+                 window: Sequence[float] = WINDOW, resolution: int = 200):
         self.samples, self.mixture, self.sigma_min, self.window = samples, mixture, sigma_min, window
         pts, _, _, _ = grid_2d(window, resolution)
         with torch.no_grad():
@@ -253,7 +253,7 @@ class _FastSamplesView:
         fig = plt.figure(figsize=(7.2, 3.5))
         ax = fig.add_axes([0.06, 0.11, 0.42, 0.78])
         ax.imshow(self.image, origin="lower", extent=list(self.window), cmap="Greys", vmin=-12.0, vmax=6.0,
-                  interpolation="bilinear", aspect="equal")
+                  interpolation="nearest", aspect="equal")
         ax.scatter(x[:, 0], x[:, 1], s=4, alpha=0.7, color="tab:red", linewidths=0)
         w_ = self.window
         ax.set_xlim(w_[0], w_[1])
@@ -264,13 +264,12 @@ class _FastSamplesView:
                      fontsize=9)
         bars = fig.add_axes([0.58, 0.11, 0.40, 0.78])
         k = len(self.true)
-        bars.bar(np.arange(k) - 0.2, self.true, 0.4, color="black", label="true")
-        bars.bar(np.arange(k) + 0.2, w, 0.4, color="tab:red", label="annealed Langevin")
+        bars.bar(np.arange(k) - 0.2, self.true, 0.4, color="black")
+        bars.bar(np.arange(k) + 0.2, w, 0.4, color="tab:red")
         bars.set_xticks(range(k), [f"mode {j + 1}" for j in range(k)])
         bars.set_ylim(0, 1.2)
         bars.set_yticks([0, 0.5, 1.0])
-        bars.set_ylabel("weight")
-        bars.legend(fontsize=7, loc="upper right")
+        bars.set_ylabel("weight: true (black), sampled (red)")   # one label instead of a legend
         bars.set_title("recovered mixture weights", fontsize=9)
         text = (f"recovered weight of mode 1: {float(w[0]):.3f} (true {float(self.true[0]):.2f}); "
                 f"levels {', '.join(f'{s:.3g}' for s in sigmas)}; {n_levels * steps_per_level} steps per chain")
