@@ -55,20 +55,56 @@ def test_plot_score_error_draws_a_heat_map_with_contours():
     plt.close(fig)
 
 
+def test_exact_noise_conditional_score_takes_one_level_per_row():
+    score = lesson06.exact_noise_conditional_score(TARGET)
+    x = torch.randn(6, 2) * 3
+    sigma = torch.tensor([0.5, 2.0, 0.5, 5.0, 2.0, 0.5])
+    expected = torch.stack([noised_distribution(TARGET, float(s)).score(x[i:i + 1])[0] for i, s in enumerate(sigma)])
+    assert torch.allclose(score(x, sigma), expected, atol=1e-5)
+
+
+def test_annealed_grid_with_one_sigma_max_is_annealed_samples():
+    score = lesson06.exact_noise_conditional_score(TARGET)
+    grid = lesson06.annealed_grid(score, levels_options=(3,), sigma_max_options=(5.0,), steps_options=(10,), n=50,
+                                  progress=False)
+    direct = lesson06.annealed_samples(score, n_levels=3, sigma_max=5.0, steps_per_level=10, n=50)
+    assert list(grid) == [(3, 5.0, 10)]
+    assert torch.allclose(grid[(3, 5.0, 10)], direct, atol=1e-4)
+
+
+def test_annealed_view_runs_live():
+    score = lesson06.exact_noise_conditional_score(TARGET)
+    fig, text = lesson06.annealed_view(score, TARGET, n_levels=2, sigma_max=3.0, steps_per_level=5, n=50)
+    assert len(fig.axes) == 2 and "mode 1: " in text
+    plt.close(fig)
+
+
+def _readout_weight(panel):
+    return float(panel.children[1].value.split("mode 1: ")[1].split(" ")[0])
+
+
 def test_annealed_panel_at_slider_min_and_max():
     score = lesson06.exact_noise_conditional_score(TARGET)
-    panel = lesson06.annealed_panel(score, TARGET)
+    panel = lesson06.annealed_panel(score, TARGET, levels_options=(1, 12), sigma_max_options=(0.5, 20.0),
+                                    steps_options=(5, 100), progress=False)
     levels, sigma_max, steps = panel.children[0].children
-    assert (levels.min, levels.max) == (1, 12) and (steps.min, steps.max) == (5, 100)
-    lowest = dict(n_levels=levels.min, sigma_max=sigma_max.base ** sigma_max.min, steps_per_level=steps.min)
-    highest = dict(n_levels=levels.max, sigma_max=sigma_max.base ** sigma_max.max, steps_per_level=steps.max)
+    assert levels.options == (1, 12) and steps.options == (5, 100) and sigma_max.options == (0.5, 20.0)
+    assert levels.continuous_update is False and sigma_max.continuous_update is False
     weights = []
-    for values in (lowest, highest):
-        fig, text = lesson06.annealed_view(score, TARGET, n=300, **values)
-        assert len(fig.axes) == 2 and len(fig.axes[1].patches) == 4      # true and recovered bars, 2 modes
-        weights.append(float(text.split("mode 1: ")[1].split(" ")[0]))
-        plt.close(fig)
+    for index in (0, -1):
+        for control in (levels, sigma_max, steps):
+            control.index = len(control.options) - 1 if index else 0
+        weights.append(_readout_weight(panel))
     # one level at sigma=0.5 for 5 steps barely moves the uniform start: weight near 1/2;
     # 12 levels from sigma=20 with 100 steps each recover the true 0.8
     assert abs(weights[0] - 0.5) < 0.1
     assert abs(weights[1] - 0.8) < 0.07
+
+
+def test_annealed_panel_caps_the_options():
+    score = lesson06.exact_noise_conditional_score(TARGET)
+    panel = lesson06.annealed_panel(score, TARGET, max_levels=3, max_steps=10, sigma_max_options=(1.0, 5.0), n=30,
+                                    progress=False)
+    levels, _, steps = panel.children[0].children
+    assert levels.options == (1, 2, 3) and steps.options == (5, 10)
+    assert panel.children[1].value.startswith("<code>recovered weight of mode 1")

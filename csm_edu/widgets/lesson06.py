@@ -4,9 +4,11 @@ r"""Lesson 06 (noise scales and annealed Langevin): score-error maps, mode weigh
   |s(x) - s_ref(x)|^2 on a grid, as a log-scale heat map under the density's contours: a score
   learned from data is accurate only where data are.
 - mixture weights a sampler recovered: :func:`csm_edu.metrics.mode_weights`.
-- :func:`annealed_view` / :func:`annealed_panel`: annealed Langevin with a trained
-  noise-conditional network at geometric levels sigma_max > ... > sigma_min, with sliders for the
-  number of levels, sigma_max and the steps per level.
+- :func:`annealed_view`: annealed Langevin with a trained noise-conditional network at geometric
+  levels sigma_max > ... > sigma_min, run live for one setting.
+- :func:`annealed_grid` / :func:`annealed_panel`: the same sampler at every setting of a grid
+  (number of levels, sigma_max, steps per level), sampled once when the panel is built; the
+  panel's sliders pick among the stored samples.
 """
 import time
 from typing import Callable, Dict, Optional, Sequence
@@ -82,16 +84,25 @@ def plot_score_error(score_fn: Callable, reference, density=None, *, window: Seq
 def exact_noise_conditional_score(mixture: GaussianMixture) -> Callable:
     """The exact s(x, sigma) = grad log q_sigma(x) of a mixture, for samplers that take (x, sigma).
 
-    ``sigma`` is a float or a tensor of per-row levels that are all equal (as
-    :func:`csm_edu.sampling.annealed_langevin` passes them). Noised mixtures are cached per level.
+    ``sigma`` is a float or a tensor of per-row levels (rows with different levels are scored
+    level by level, as :func:`annealed_grid` needs). Noised mixtures are cached per level.
     """
     cache = {}
 
-    def score(x, sigma):
-        level = float(torch.as_tensor(sigma).flatten()[0])
+    def at(level):
         if level not in cache:
             cache[level] = noised_distribution(mixture, level)
-        return cache[level].score(x)
+        return cache[level]
+
+    def score(x, sigma):
+        sigma = torch.as_tensor(sigma).flatten()
+        if sigma.numel() == 1 or bool((sigma == sigma[0]).all()):
+            return at(float(sigma[0])).score(x)
+        out = torch.empty_like(x)
+        for level in torch.unique(sigma).tolist():
+            rows = sigma == level
+            out[rows] = at(float(level)).score(x[rows])
+        return out
 
     return score
 
@@ -156,6 +167,49 @@ def plot_samples_and_weights(samples_by_name: Dict[str, torch.Tensor], mixture: 
     return fig
 
 
+def annealed_grid(model, *, levels_options: Sequence[int], sigma_max_options: Sequence[float],
+                  steps_options: Sequence[int], sigma_min: float = 0.1, n: int = 300, step_ratio: float = 0.1,
+                  seed: int = 0, window: Sequence[float] = WINDOW, progress: bool = True) -> Dict[tuple, torch.Tensor]:
+    r"""Annealed Langevin samples for every (n_levels, sigma_max, steps_per_level) of a grid of settings.
+
+    The same sampler as :func:`annealed_samples` (levels sigma_max > ... > sigma_min, step
+    alpha_i = step_ratio * sigma_i^2, the same uniform start for every setting), with all values
+    of sigma_max run side by side as one batch of rows, each row with its own level: one network
+    call per step serves every sigma_max. ``model(x, sigma)`` must accept one level per row.
+    Returns {(n_levels, sigma_max, steps_per_level): samples (n, 2)}. ``progress`` shows a tqdm bar.
+    """
+    from tqdm.auto import tqdm
+
+    step_ratio = checks.positive(step_ratio, "step_ratio")
+    n = checks.positive_int(n, "n")
+    s_options = [float(v) for v in sigma_max_options]
+    x0 = uniform_start(n, window=window, generator=torch.Generator().manual_seed(seed))
+    # one row of levels per sigma_max: shape (S, L) for each L
+    combos = [(L, T) for L in levels_options for T in steps_options]
+    total = sum(L * T for L, T in combos)
+    bar = tqdm(total=total, desc="annealed Langevin at every slider setting", unit="step", disable=not progress,
+               mininterval=0.5)
+    out = {}
+    with torch.no_grad():
+        for L, T in combos:
+            sig = torch.stack([objectives.geometric_sigmas(s, min(sigma_min, s), L) for s in s_options])
+            x = x0.repeat(len(s_options), 1)
+            generator = torch.Generator().manual_seed(seed + 1)
+            for i in range(L):
+                sigma_row = sig[:, i].repeat_interleave(n)
+                alpha = (step_ratio * sigma_row ** 2).unsqueeze(1)
+                for _ in range(T):
+                    z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+                    x = x + 0.5 * alpha * model(x, sigma_row) + alpha.sqrt() * z
+                bar.update(T)
+            if not torch.isfinite(x).all():
+                raise ValueError(f"annealed Langevin diverged at {L} levels, {T} steps/level; lower step_ratio")
+            for j, s in enumerate(s_options):
+                out[(int(L), s, int(T))] = x[j * n:(j + 1) * n].clone()
+    bar.close()
+    return out
+
+
 def annealed_view(model, mixture: GaussianMixture, n_levels: int, sigma_max: float, *, steps_per_level: int,
                   sigma_min: float = 0.1, n: int = 400, seed: int = 0):
     """Samples of annealed Langevin and their recovered weights; readout with the weight of mode 1."""
@@ -172,19 +226,91 @@ def annealed_view(model, mixture: GaussianMixture, n_levels: int, sigma_max: flo
     return fig, text
 
 
-def annealed_panel(model, mixture: GaussianMixture, *, sigma_min: float = 0.1, sigma_max_range=(0.5, 20.0),
-                   max_levels: int = 12, max_steps: int = 100, n: int = 300):
-    """Sliders: number of levels, sigma_max (log scale), steps per level -> :func:`annealed_view`."""
+class _FastSamplesView:
+    """Draws precomputed samples over a precomputed density image, with the recovered weights.
+
+    Built once: the density image and the weights of every setting; a redraw is one image, one
+    scatter and four bars on a figure with fixed margins (no contouring, no layout pass, few tick
+    labels: text layout is most of what a redraw costs).
+    """
+
+    def __init__(self, samples: Dict[tuple, torch.Tensor], mixture: GaussianMixture, *, sigma_min: float,
+                 window: Sequence[float] = WINDOW, resolution: int = 200):
+        self.samples, self.mixture, self.sigma_min, self.window = samples, mixture, sigma_min, window
+        pts, _, _, _ = grid_2d(window, resolution)
+        with torch.no_grad():
+            logp = mixture.log_prob(pts).reshape(resolution, resolution)
+        # log density, floored 9 nats under the peak: the modes and their tails are visible
+        self.image = torch.clamp(logp - logp.max(), min=-9.0).numpy()
+        self.weights = {key: mode_weights(x, mixture).numpy() for key, x in samples.items()}
+        self.true = mixture.weights.numpy()
+
+    def __call__(self, n_levels: int, sigma_max: float, steps_per_level: int):
+        key = (int(n_levels), float(sigma_max), int(steps_per_level))
+        x = self.samples[key].numpy()
+        w = self.weights[key]
+        sigmas = objectives.geometric_sigmas(sigma_max, min(self.sigma_min, sigma_max), n_levels).tolist()
+        fig = plt.figure(figsize=(7.2, 3.5))
+        ax = fig.add_axes([0.06, 0.11, 0.42, 0.78])
+        ax.imshow(self.image, origin="lower", extent=list(self.window), cmap="Greys", vmin=-12.0, vmax=6.0,
+                  interpolation="nearest", aspect="equal")
+        ax.scatter(x[:, 0], x[:, 1], s=4, alpha=0.7, color="tab:red", linewidths=0)
+        w_ = self.window
+        ax.set_xlim(w_[0], w_[1])
+        ax.set_ylim(w_[2], w_[3])
+        ax.set_xticks([])       # tick labels are most of a redraw's cost; the frame is the window
+        ax.set_yticks([])
+        ax.set_title(f"{n_levels} level{'s' if n_levels > 1 else ''}, sigma {sigmas[0]:.3g} -> {sigmas[-1]:.3g}, {steps_per_level} steps/level",
+                     fontsize=9)
+        bars = fig.add_axes([0.58, 0.11, 0.40, 0.78])
+        k = len(self.true)
+        bars.bar(np.arange(k) - 0.2, self.true, 0.4, color="black")
+        bars.bar(np.arange(k) + 0.2, w, 0.4, color="tab:red")
+        bars.set_xticks(range(k), [f"mode {j + 1}" for j in range(k)])
+        bars.set_ylim(0, 1.2)
+        bars.set_yticks([0, 0.5, 1.0])
+        bars.set_ylabel("weight: true (black), sampled (red)")   # one label instead of a legend
+        bars.set_title("recovered mixture weights", fontsize=9)
+        text = (f"recovered weight of mode 1: {float(w[0]):.3f} (true {float(self.true[0]):.2f}); "
+                f"levels {', '.join(f'{s:.3g}' for s in sigmas)}; {n_levels * steps_per_level} steps per chain")
+        return fig, text
+
+
+LEVELS_OPTIONS = (1, 2, 3, 4, 6, 8, 10, 12)
+SIGMA_MAX_OPTIONS = (0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0)
+STEPS_OPTIONS = (5, 10, 20, 50, 100)
+
+
+def annealed_panel(model, mixture: GaussianMixture, *, sigma_min: float = 0.1,
+                   levels_options: Sequence[int] = LEVELS_OPTIONS, sigma_max_options: Sequence[float] = SIGMA_MAX_OPTIONS,
+                   steps_options: Sequence[int] = STEPS_OPTIONS, max_levels: int = 12, max_steps: int = 100,
+                   n: int = 300, progress: bool = True):
+    """Selection sliders: number of levels, sigma_max, steps per level, over a grid of settings.
+
+    Every combination is sampled once when the panel is built (:func:`annealed_grid`, with a
+    progress bar; all sigma_max values share one batch), so a slider move only draws the stored
+    samples and their recovered weights. ``max_levels`` / ``max_steps`` cap the option lists.
+    """
     import ipywidgets as widgets
-    lo, hi = (float(np.log10(v)) for v in sigma_max_range)
+    levels = [int(v) for v in levels_options if v <= max_levels] or [1]
+    steps = [int(v) for v in steps_options if v <= max_steps] or [int(min(steps_options))]
+    sigmas = [float(v) for v in sigma_max_options]
+    samples = annealed_grid(model, levels_options=levels, sigma_max_options=sigmas, steps_options=steps,
+                            sigma_min=sigma_min, n=n, progress=progress)
+    drawer = _FastSamplesView(samples, mixture, sigma_min=sigma_min)
+
+    def view(n_levels, sigma_max, steps_per_level):
+        return drawer(n_levels, sigma_max, steps_per_level)
+
+    def pick(options, wanted):
+        return min(options, key=lambda v: abs(v - wanted))
+
     controls = {
-        "n_levels": widgets.IntSlider(value=10, min=1, max=max_levels, description="levels"),
-        "sigma_max": widgets.FloatLogSlider(value=10.0, base=10, min=lo, max=hi, step=0.05, description="sigma_max",
-                                            readout_format=".3g", continuous_update=False),
-        "steps_per_level": widgets.IntSlider(value=50, min=5, max=max_steps, step=5, description="steps/level",
-                                             continuous_update=False),
+        "n_levels": widgets.SelectionSlider(options=levels, value=pick(levels, 10), description="levels",
+                                            continuous_update=False),
+        "sigma_max": widgets.SelectionSlider(options=sigmas, value=pick(sigmas, 10.0),
+                                             description="sigma_max", continuous_update=False),
+        "steps_per_level": widgets.SelectionSlider(options=steps, value=pick(steps, 50), description="steps/level",
+                                                   continuous_update=False),
     }
-    controls["n_levels"].continuous_update = False
-    return interactive_panel(
-        lambda n_levels, sigma_max, steps_per_level: annealed_view(
-            model, mixture, n_levels=n_levels, sigma_max=sigma_max, steps_per_level=steps_per_level, sigma_min=sigma_min, n=n), controls)
+    return interactive_panel(view, controls)
