@@ -112,6 +112,16 @@ def test_training_on_noisy_digits_lowers_the_loss_and_sampling_records_one_state
     assert torch.equal(changed.nonzero()[:, 1], torch.arange(64))      # step t changes pixel t only
     with pytest.raises(ValueError, match="noise_sigma"):
         images.csm_loss(noise_sigma=-1.0)
+    rebuilt = images.autoregressive_states(x, model.order)           # the same states, from the finished samples
+    generated = torch.zeros(65, 64, dtype=torch.bool)
+    for t in range(65):
+        generated[t, model.order[:t]] = True
+    assert rebuilt.shape == states.shape and torch.equal(rebuilt[-1], x)
+    assert torch.equal(rebuilt[:, :, :][generated[:, None, :].expand_as(rebuilt)],
+                       states[generated[:, None, :].expand_as(states)])
+    assert torch.all(rebuilt[~generated[:, None, :].expand_as(rebuilt)] == 0)
+    with pytest.raises(ValueError, match="order"):
+        images.autoregressive_states(x, torch.zeros(64, dtype=torch.long))
 
 
 def test_pixelcnn_backbone_and_baselines_train_and_score():

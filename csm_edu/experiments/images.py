@@ -61,7 +61,8 @@ _IMAGE = {"digits": dict(image_shape=(1, 8, 8), levels=17), "mnist": dict(image_
 # Model sizes and schedules per data set and machine. made_* size the ResMADE backbone,
 # pixelcnn_* the PixelCNNContext backbone (also used by the PixelCNN++ baseline); *_steps are Adam
 # steps; n_nodes is the quadrature's nodes per side; langevin_* the autoregressive sampler
-# (steps per noise level, last step size, noise levels of the conditional annealing).
+# (steps per level, last step size, and the levels of its step-size schedule: the AR-CSMs are not
+# noise-conditional, so each "sigma" only scales the step, alpha_i = step * (sigma_i / sigma_last)^2).
 # The GPU settings are sized for a lesson run of the order of an hour per data set on one
 # modern GPU; they are NOT measured yet (no GPU was available when they were written):
 # time them with benchmarks/bench_images.py --device cuda --mode gpu and adjust.
@@ -368,10 +369,11 @@ def langevin_options(n: int, dim: int, cfg: dict) -> dict:
 
 def sample_images(model: AutoregressiveScoreModel, n: int, cfg: dict, *, generator: Optional[torch.Generator] = None,
                   record: bool = False):
-    r"""Autoregressive Langevin with conditional noise annealing (:func:`csm_edu.sampling.autoregressive_langevin`).
+    r"""Autoregressive Langevin with a step-size schedule (:func:`csm_edu.sampling.autoregressive_langevin`).
 
     Starts every pixel at z = 0 (mid-grey), runs ``cfg["langevin_steps"]`` steps at each level of
-    ``cfg["langevin_sigmas"]`` with step alpha_i = step * (sigma_i / sigma_last)^2, reflected at the
+    ``cfg["langevin_sigmas"]`` with step alpha_i = step * (sigma_i / sigma_last)^2 (the model is not
+    noise-conditional: every step targets q(x_d | x_<d), the levels only scale the step), reflected at the
     walls of ``BOUNDS`` (the box the quadrature density lives on; ``bounds`` of the sampler), so
     the head is never read outside it. Returns logit rows (n, D); with
     ``record=True`` also ``states`` (D + 1, n, D): the image before any pixel and after each pixel
@@ -381,6 +383,24 @@ def sample_images(model: AutoregressiveScoreModel, n: int, cfg: dict, *, generat
     per_pixel = cfg["langevin_steps"] * len(cfg["langevin_sigmas"])          # sampler steps per pixel
     return model.sample(n, generator=generator, record_every=per_pixel if record else None,
                         **langevin_options(n, model.dim, cfg))
+
+
+def autoregressive_states(x: torch.Tensor, order: torch.Tensor, *, blank: float = 0.0) -> torch.Tensor:
+    r"""The states (D + 1, n, D) of an autoregressive sampler that produced the rows ``x`` (n, D) in ``order``.
+
+    State t holds the first t pixels of the order as drawn and ``blank`` elsewhere: what
+    :func:`sample_images` records with ``record=True``, rebuilt from finished samples of any sampler
+    (e.g. :func:`csm_edu.sampling.autoregressive_inverse_cdf`). The context of pixel order[t] reads
+    only the pixels before it, so the blank value never enters a conditional.
+    """
+    x = checks.as_batch(x, "x").detach().cpu()
+    order = torch.as_tensor(order).cpu()
+    if sorted(order.tolist()) != list(range(x.shape[1])):
+        raise ValueError(f"order must be a permutation of 0..{x.shape[1] - 1}, got {order.tolist()[:8]}...")
+    states = torch.full((x.shape[1] + 1, *x.shape), float(blank))
+    for t, d in enumerate(order.tolist()):
+        states[t + 1:, :, d] = x[:, d]
+    return states
 
 
 def conditional_density_on_grid(model: AutoregressiveScoreModel, x: torch.Tensor, d: int, grid: torch.Tensor,

@@ -1,11 +1,14 @@
 r"""Lesson 10 panel: step through autoregressive sampling of an image, pixel by pixel.
 
 :func:`csm_edu.experiments.images.sample_images` with ``record=True`` keeps the image after every pixel
-(``states``, shape (D + 1, n, D), logit space). :func:`sampling_step_figure` shows, at step t,
-the pixels generated so far (the rest grey and hatched out) and, for the first image, the
-conditional density q(x_d | x_<d) of the pixel d = order[t] that is generated next, obtained by
-integrating the conditional score s_d along x_d (:func:`csm_edu.experiments.images.conditional_density_on_grid`),
-with the value the sampler drew for it. :func:`sampling_panel` wires an IntSlider over t.
+(``states``, shape (D + 1, n, D), logit space); so does
+:func:`csm_edu.experiments.images.autoregressive_states` for finished samples (the lesson passes the
+inverse-CDF samples, which follow the model's own conditionals). :func:`sampling_step_figure` shows,
+at step t, the pixels generated so far (the others in a colour no grey level has, ``MISSING_COLOR``)
+and, for the first image, the conditional density q(x_d | x_<d) of the pixel d = order[t] that is
+generated next, obtained by integrating the conditional score s_d along x_d
+(:func:`csm_edu.experiments.images.conditional_density_on_grid`), with the value the sampler drew
+for it. :func:`sampling_panel` wires an IntSlider over t.
 """
 import matplotlib.pyplot as plt
 import torch
@@ -14,15 +17,18 @@ from .. import checks, viz
 from ..experiments import images
 from .base import interactive_panel
 
+MISSING_COLOR = "#4f8fd6"           # pixels not generated yet: blue, a colour no grey level has
+
 
 def partial_images(states: torch.Tensor, step: int, order: torch.Tensor, image_shape) -> torch.Tensor:
-    """Images (n, C, H, W) in [0, 1] after ``step`` pixels: generated pixels as drawn, the others at 0.5."""
+    """Images (n, C, H, W) after ``step`` pixels: generated pixels as drawn (in [0, 1]), the others NaN (drawn as
+    ``MISSING_COLOR``)."""
     n_steps = states.shape[0] - 1
     step = checks.positive_int(step, "step", minimum=0)
     if step > n_steps:
         raise ValueError(f"step must lie in 0..{n_steps}, got {step}")
     pixels = images.to_pixels(states[step].cpu(), image_shape).reshape(states.shape[1], -1).clone()
-    pixels[:, order[step:]] = 0.5
+    pixels[:, order[step:]] = float("nan")
     return pixels.reshape(-1, *image_shape)
 
 
@@ -31,7 +37,9 @@ def sampling_step_figure(model, states: torch.Tensor, step: int, *, image_shape=
     order = model.order.cpu()
     partial = partial_images(states, step, order, image_shape)
     fig, (ax_img, ax_density) = plt.subplots(1, 2, figsize=(8.5, 3.2), gridspec_kw=dict(width_ratios=[1, 1.3]))
-    viz.image_grid(partial, ax=ax_img, title=f"after {step} of {len(order)} pixels")
+    viz.image_grid(partial, ax=ax_img, title=f"after {step} of {len(order)} pixels\n(blue: not generated yet)")
+    shown = ax_img.images[-1]
+    shown.set_cmap(shown.get_cmap().with_extremes(bad=MISSING_COLOR))     # NaN pixels: not generated yet
     if step == len(order):
         ax_density.text(0.5, 0.5, "all pixels generated", ha="center", va="center")
         ax_density.axis("off")
@@ -41,7 +49,7 @@ def sampling_step_figure(model, states: torch.Tensor, step: int, *, image_shape=
     density = images.conditional_density_on_grid(model, states[step, 0], d, grid)
     drawn = float(states[step + 1, 0, d])
     ax_density.plot(grid.numpy(), density.numpy(), lw=1.8)
-    ax_density.axvline(drawn, color="C3", ls="--", label="drawn value")
+    ax_density.axvline(drawn, color="C3", ls="--", label="value drawn")
     ax_density.set_xlabel(f"pixel {d} (logit space)")
     ax_density.set_ylabel("q(x_d | x_<d), image 1")
     ax_density.legend(fontsize=8)

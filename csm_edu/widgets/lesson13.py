@@ -100,32 +100,44 @@ def score_comparison_panel(score_fn: Callable, target, sde: diffusion.SDE):
 def trajectory_frame_figure(trajectory: torch.Tensor, frame: int, *, times: Optional[Sequence[float]] = None,
                             n_show: int = 30, window: Optional[Sequence[float]] = None,
                             reference: Optional[torch.Tensor] = None):
-    """One animation frame of reverse trajectories: all points at ``frame`` (grey: the data,
-    if ``reference`` is given), and the paths of ``n_show`` of them so far.
+    """One animation frame of reverse trajectories, in two views of the same state.
 
-    ``trajectory`` has shape (T, n, 2) as recorded by the samplers' ``record_every``; ``times``
-    (length T) labels each frame with its diffusion time.
+    Left, the whole journey: a fixed window that holds every recorded point of the ``n_show``
+    chains whose paths are drawn (a VE prior starts them far outside the data) and their paths so
+    far, the data region dotted. Right, the data region ``window`` (default: 1.5 times the
+    ``reference`` extent, or +-4.5): all points at ``frame``, the data in grey (``reference``), and
+    the same paths clipped to the box. ``trajectory`` has shape (T, n, 2) as recorded by the
+    samplers' ``record_every``; ``times`` (length T) labels each frame with its diffusion time.
     """
     traj = torch.as_tensor(trajectory).detach().cpu()
     if traj.dim() != 3 or traj.shape[2] != 2:
         raise ValueError(f"trajectory must have shape (T, n, 2), got {tuple(traj.shape)}")
     frame = min(max(int(frame), 0), traj.shape[0] - 1)
     if window is None:
-        half = max(4.5, float(traj[frame].abs().quantile(0.99)) * 1.1)
+        half = 4.5 if reference is None else max(4.5, 1.5 * float(torch.as_tensor(reference).abs().max()))
         window = (-half, half, -half, half)
-    fig, ax = plt.subplots(figsize=(4.6, 4.4))
-    if reference is not None:
-        viz.plot_samples(reference, ax=ax, window=window, s=3, alpha=0.25, color="grey")
-    viz.plot_samples(traj[frame], ax=ax, window=window, s=3, alpha=0.5, color="tab:blue")
+    outer = 1.05 * float(traj[:, :n_show].abs().max().clamp(min=max(abs(w) for w in window)))
+    fig, (ax_all, ax_zoom) = plt.subplots(1, 2, figsize=(8.6, 4.3))
     label = f"step {frame}/{traj.shape[0] - 1}" + (f", t = {float(times[frame]):.3f}" if times is not None else "")
-    viz.plot_trajectories(traj, ax=ax, n_show=n_show, window=window, upto=frame + 1, title=label)
+    viz.plot_trajectories(traj, ax=ax_all, n_show=n_show, window=(-outer, outer, -outer, outer), upto=frame + 1,
+                          title=f"{n_show} whole paths ({label})")
+    if reference is not None:
+        viz.plot_samples(reference, ax=ax_zoom, window=window, s=3, alpha=0.25, color="grey")
+    viz.plot_samples(traj[frame], ax=ax_zoom, window=window, s=3, alpha=0.5, color="tab:blue")
+    viz.plot_trajectories(traj, ax=ax_zoom, n_show=n_show, window=window, upto=frame + 1,
+                          title="data region: all points (blue), paths clipped")
+    ax_all.plot([window[0], window[1], window[1], window[0], window[0]],
+                [window[2], window[2], window[3], window[3], window[2]], color="black", lw=0.8, ls=":")
+    ax_zoom.legend(loc="upper right", fontsize=7)
+    fig.subplots_adjust(left=0.07, right=0.98, wspace=0.22)
     return fig
 
 
 def trajectory_player(trajectory: torch.Tensor, *, times: Optional[Sequence[float]] = None,
                       reference: Optional[torch.Tensor] = None, window: Optional[Sequence[float]] = None,
-                      interval_ms: int = 400):
-    """Play button and frame slider (linked) over :func:`trajectory_frame_figure`."""
+                      interval_ms: int = 1000):
+    """Play button and frame slider (linked) over :func:`trajectory_frame_figure`; ``interval_ms`` (default
+    1000) must exceed one frame's render time (about 0.3-0.4 s CPU with 2000 points)."""
     return animation_panel(
         lambda frame: trajectory_frame_figure(trajectory, frame, times=times, window=window, reference=reference),
         int(torch.as_tensor(trajectory).shape[0]), interval_ms=interval_ms)
