@@ -92,3 +92,16 @@ def test_vae_checkpoint_reproduces_lesson_12_table():
 
 # the lesson-08 full-mode table on 'grid' (test log-likelihood, nats), printed by the lesson
 EXPECTED_AEM_GRID = {"AEM": -2.604, "AEM proposal": -2.606, "MixtureMADE": -2.609, "true density": -2.604}
+
+
+def test_checkpoint_helpers_round_trip_and_the_command_line(tmp_path, capsys):
+    from csm_edu import resources
+
+    target = resources.save_checkpoint({"w": torch.arange(3.0), "note": "x"}, "checkpoints/none.pt",
+                                       target=tmp_path / "c.pt")
+    assert torch.equal(resources.load_checkpoint("checkpoints/none.pt", source=target)["w"], torch.arange(3.0))
+    assert not list(tmp_path.glob("*.tmp"))
+    assert resources.checkpoint_command(lambda p: p, "python -m x --make-checkpoint", ["--make-checkpoint", "P"]) == 0
+    assert "wrote P" in capsys.readouterr().out
+    assert resources.checkpoint_command(lambda p: p, "python -m x --make-checkpoint", ["--oops"]) == 2
+    assert "usage: python -m x --make-checkpoint" in capsys.readouterr().err

@@ -20,7 +20,7 @@ import math
 from typing import Dict, Optional, Sequence
 import numpy as np
 import torch
-from .. import checks, config, objectives, train
+from .. import checks, config, objectives, resources, train
 from ..models import AEM, AEMLoss, ARCSM, MixtureMADE
 from ..distributions import LOG_2PI
 from ..models.aem import importance_log_normaliser
@@ -186,8 +186,6 @@ def make_checkpoint(path=None, *, sets: Sequence[str] = SETS, progress: bool = T
     Deterministic: data, initialisation and training noise all come from ``FULL_SETTINGS["seed"]``
     (the ms per step are measured, so they differ between runs). Returns the path written.
     """
-    from pathlib import Path
-    from .. import files, resources
     st = FULL_SETTINGS
     models, loss, ms = {}, {}, {}
     for name in sets:
@@ -201,21 +199,13 @@ def make_checkpoint(path=None, *, sets: Sequence[str] = SETS, progress: bool = T
         ms[name] = {k: float(h.ms_per_step) for k, h in histories.items()}
     state = {"settings": dict(st), "sets": list(sets), "command": CHECKPOINT_COMMAND,
              "models": models, "loss": loss, "ms_per_step": ms}
-    if path is None:
-        path = Path(str(resources.__path__[0])) / CHECKPOINT
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with files.atomic_write(path) as f:
-        torch.save(state, f)
-    return path
+    return resources.save_checkpoint(state, CHECKPOINT, target=path)
 
 
 def load_checkpoint(path=None):
     """The shipped comparison: ``(models, histories)``, dicts keyed by set name, each as
     :func:`train_comparison` returns them (``"AEM proposal"`` included), read with ``weights_only=True``."""
-    from .. import resources
-    path = resources.path(CHECKPOINT) if path is None else path
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = resources.load_checkpoint(CHECKPOINT, source=path)
     st = state["settings"]
     models, histories = {}, {}
     for name in state["sets"]:
@@ -237,9 +227,4 @@ def load_checkpoint(path=None):
 
 if __name__ == "__main__":
     import sys
-    if sys.argv[1:2] == ["--make-checkpoint"]:
-        config.seed_everything(0)
-        print(f"wrote {make_checkpoint(sys.argv[2] if len(sys.argv) > 2 else None)}")
-    else:
-        print(f"usage: {CHECKPOINT_COMMAND} [PATH]", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(resources.checkpoint_command(make_checkpoint, CHECKPOINT_COMMAND))

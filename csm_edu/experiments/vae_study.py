@@ -15,7 +15,7 @@ with each estimator and measures the decoder's importance-sampled test log-likel
 import time
 from typing import Optional, Sequence
 import torch
-from .. import checks, config, metrics
+from .. import checks, config, metrics, resources
 from .. import distributions as dist
 from .. import score_estimators as S
 from .. import vae as V
@@ -191,8 +191,6 @@ def make_checkpoint(path=None, *, progress: bool = True):
     ``path`` (default: the package's :data:`CHECKPOINT`). The rows' ``log_lik`` is re-measured on the
     float16-rounded weights, i.e. on exactly what :func:`load_checkpoint` returns (``log_lik_float32``:
     the value before rounding). Deterministic from ``FULL_SETTINGS["seed"]`` (times are measured)."""
-    from pathlib import Path
-    from .. import files, resources
     st = FULL_SETTINGS
     x_train, x_test = V.load_binary_images("digits", "train"), V.load_binary_images("digits", "test")
     rows, histories, models = run_vae_experiment(
@@ -208,23 +206,15 @@ def make_checkpoint(path=None, *, progress: bool = True):
                                                   "eval_steps": list(h.eval_steps), "eval_log_lik": list(h.eval_log_lik),
                                                   "seconds": float(h.seconds)}
                            for (latent, method), h in histories.items()}}
-    if path is None:
-        path = Path(str(resources.__path__[0])) / CHECKPOINT
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with files.atomic_write(path) as f:        # rows first without the rounded numbers, so a kill leaves nothing
-        torch.save({**state, "rows": []}, f)
+    path = resources.save_checkpoint({**state, "rows": []}, CHECKPOINT, target=path)  # rows: after the rounding
     _, _, loaded = load_checkpoint(path)
     rounded = evaluate(loaded, x_test, n_importance=st["n_importance"], seed=st["seed"])
     state["rows"] = [{**r, "log_lik_float32": r["log_lik"], "log_lik": rounded[r["latent"], r["method"]]} for r in rows]
-    with files.atomic_write(path) as f:
-        torch.save(state, f)
-    return path
+    return resources.save_checkpoint(state, CHECKPOINT, target=path)
 
 
 def checkpoint_shipped() -> bool:
     """Whether the package holds :data:`CHECKPOINT` (lesson 12 trains its VAEs itself when it does not)."""
-    from .. import resources
     try:
         resources.path(CHECKPOINT)
     except FileNotFoundError:
@@ -235,9 +225,7 @@ def checkpoint_shipped() -> bool:
 def load_checkpoint(path=None):
     """The shipped VAEs: ``(rows, histories, models)`` as :func:`run_vae_experiment` returns them,
     read with ``weights_only=True`` (float16 weights cast to float32)."""
-    from .. import resources
-    path = resources.path(CHECKPOINT) if path is None else path
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = resources.load_checkpoint(CHECKPOINT, source=path)
     st = state["settings"]
     models, histories = {}, {}
     for key, sd in state["models"].items():
@@ -255,9 +243,4 @@ def load_checkpoint(path=None):
 
 if __name__ == "__main__":
     import sys
-    if sys.argv[1:2] == ["--make-checkpoint"]:
-        config.seed_everything(0)
-        print(f"wrote {make_checkpoint(sys.argv[2] if len(sys.argv) > 2 else None)}")
-    else:
-        print(f"usage: {CHECKPOINT_COMMAND} [PATH]", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(resources.checkpoint_command(make_checkpoint, CHECKPOINT_COMMAND))

@@ -21,7 +21,7 @@ import shutil
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import List
+from typing import Callable, List, Optional, Sequence
 
 _extracted = contextlib.ExitStack()  # files unpacked from a zipped install, removed at exit
 atexit.register(_extracted.close)
@@ -94,3 +94,39 @@ def main(argv=None) -> int:
         return 0
     print("usage: python -m csm_edu.resources list | update FILE.csv [FILE.csv ...]", file=sys.stderr)
     return 2
+
+
+def save_checkpoint(state: dict, name: str, *, target=None) -> Path:
+    """``torch.save`` a checkpoint's ``state`` (tensors, numbers, strings, lists, dicts) atomically.
+
+    ``target`` defaults to the shipped file ``name`` inside the package source (run from a
+    checkout, so the file is committed with it). A write that is interrupted leaves the old file.
+    """
+    import torch
+    from ..files import atomic_write
+
+    target = Path(str(resources.files(__name__))).joinpath(*name.split("/")) if target is None else Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(target) as f:
+        torch.save(state, f)
+    return target
+
+
+def load_checkpoint(name: str, *, source=None) -> dict:
+    """The checkpoint ``name`` (or the file ``source``), read with ``torch.load(weights_only=True)`` on the CPU."""
+    import torch
+
+    return torch.load(path(name) if source is None else source, map_location="cpu", weights_only=True)
+
+
+def checkpoint_command(make: Callable[[Optional[str]], Path], command: str, argv: Optional[Sequence[str]] = None) -> int:
+    """The ``python -m ... --make-checkpoint [PATH]`` entry point of a study: seed, ``make(PATH)``, report."""
+    from .. import config
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] != ["--make-checkpoint"] or len(argv) > 2:
+        print(f"usage: {command} [PATH]", file=sys.stderr)
+        return 2
+    config.seed_everything(0)
+    print(f"wrote {make(argv[1] if len(argv) > 1 else None)}")
+    return 0
