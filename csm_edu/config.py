@@ -91,9 +91,24 @@ def setup_notebook(seed: int = 0, *, quick: Optional[bool] = None) -> dict:
     seed_everything(seed)
     if QUICK:
         torch.set_num_threads(1)
+    quiet_progress_monitor()
     kept = keep_freed_memory()
     return {"quick": QUICK, "device": str(device()), "threads": torch.get_num_threads(), "seed": seed,
             "freed_memory_kept": kept}
+
+
+def quiet_progress_monitor() -> None:
+    """Switch off tqdm's monitor thread (``tqdm.monitor_interval = 0``); progress bars are unchanged.
+
+    The monitor wakes every 10 s and may refresh a bar from its own thread. In a Jupyter kernel
+    that bar is a widget, so the refresh sends comm messages from a second thread while the cell
+    runs; full-mode lessons executed by nbclient with ipykernel 7 stopped getting the reply of a
+    long training cell (the kernel idle and still answering other clients, the client waiting),
+    which is the pattern of ipykernel 7's known hangs with messages from other threads.
+    """
+    from tqdm import tqdm
+
+    tqdm.monitor_interval = 0
 
 
 def keep_freed_memory() -> bool:

@@ -70,6 +70,8 @@ def test_setup_notebook_reports_its_settings_and_keeps_freed_memory_on_glibc():
     on_glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert info["freed_memory_kept"] is on_glibc
     assert config.keep_freed_memory() is on_glibc          # idempotent
+    from tqdm import tqdm
+    assert tqdm.monitor_interval == 0                       # no progress refresh from a second thread
 
 
 def test_seeded_block_is_reproducible_and_restores_the_global_rng():
