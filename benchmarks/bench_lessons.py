@@ -224,11 +224,11 @@ def main(argv=None) -> int:
                   f"wall {response['wall_s']:.3f} s  cpu {response['cpu_s']:.3f} s")
         if args.figures:
             print(f"[bench] {_write_figures(target, folder / lesson)} figures in {folder / lesson}")
-    if not args.no_save:
-        args.results.mkdir(parents=True, exist_ok=True)
-        lessons = {row["lesson"] for row in lesson_rows}
-        _merge_csv(args.results / f"lesson_times_{mode}.csv", lesson_rows, lessons)
-        _merge_csv(args.results / f"widget_response_{mode}.csv", widget_rows, lessons)
+        if not args.no_save:                   # after each lesson, so a later hang loses nothing
+            args.results.mkdir(parents=True, exist_ok=True)
+            _merge_csv(args.results / f"lesson_times_{mode}.csv", lesson_rows[-1:], {lesson})
+            _merge_csv(args.results / f"widget_response_{mode}.csv",
+                       [row for row in widget_rows if row["lesson"] == lesson], {lesson})
     return 0
 
 
