@@ -164,8 +164,13 @@ def tables(results: Path) -> str:
         lines += ["| lesson | panel | controls | slowest response, CPU s | at |", "|---|---|---:|---:|---|"]
         for (lesson, panel), r in sorted(worst.items()):
             n_controls = len({row["control"] for row in rows if (row["lesson"], row["panel"]) == (lesson, panel)})
-            lines.append(f"| {lesson} | `{panel}` | {n_controls} | {float(r['cpu_s']):.2f} | "
-                         f"{r['control']} = {r['value']} ({r['setting']}) |")
+            value = r["value"]
+            try:
+                value = f"{float(value):.4g}"
+            except ValueError:
+                pass
+            at = f"{r['control']} = {value}" if value else r["control"]
+            lines.append(f"| {lesson} | `{panel}` | {n_controls} | {float(r['cpu_s']):.2f} | {at} ({r['setting']}) |")
     return "\n".join(lines)
 
 
