@@ -107,4 +107,4 @@ def test_annealed_panel_caps_the_options():
                                     progress=False)
     levels, _, steps = panel.children[0].children
     assert levels.options == (1, 2, 3) and steps.options == (5, 10)
-    assert panel.children[1].value.startswith("<code>recovered weight of mode 1")
+    assert ">recovered weight of mode 1" in panel.children[1].value
