@@ -60,6 +60,7 @@ def execute_notebook(source: Path, target: Path, *, cell_timeout: float = 600.0,
         client = nbclient.NotebookClient(nb, timeout=cell_timeout, kernel_name=kernel_name,
                                          store_widget_state=True, allow_errors=False,
                                          resources={"metadata": {"path": str(target.parent)}})
+        _output_widgets_listen_only(client)
         try:
             client.execute()
             break
@@ -75,6 +76,27 @@ def execute_notebook(source: Path, target: Path, *, cell_timeout: float = 600.0,
             cell.metadata.setdefault("tags", []).append(REMOVE_TAG)
     nbformat.write(nb, target)
     return {"seconds": time.perf_counter() - start, "tries": attempt + 1}
+
+
+def _output_widgets_listen_only(client) -> None:
+    """Keep nbclient's Output-widget mimic from writing back to the kernel while a cell runs.
+
+    nbclient plays the frontend for ``ipywidgets.Output``: it captures what a panel draws into the
+    widget's saved state (the page shows it) and, for every captured output, sends that state back
+    to the kernel on the shell channel. With ipykernel 7, cells with such panels sometimes never got
+    their execute reply: the kernel idle and answering other clients, nbclient waiting until its
+    cell timeout (lessons 03, 05, 12 and 13 in this kit). The outputs are still captured; nothing is
+    sent back, as a static page needs nothing from the kernel.
+    """
+    open_widget = client.on_comm_open_jupyter_widget
+
+    def listen_only(msg):
+        widget = open_widget(msg)
+        if widget is not None:
+            widget.send = lambda *args, **kwargs: None
+        return widget
+
+    client.comm_open_handlers["jupyter.widget"] = listen_only
 
 
 def landing_page(readme: Path, lessons: Sequence[str], *, extra_pages: Sequence[str] = ()) -> str:
