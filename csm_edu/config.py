@@ -102,9 +102,10 @@ def quiet_progress_monitor() -> None:
 
     The monitor wakes every 10 s and may refresh a bar from its own thread. In a Jupyter kernel
     that bar is a widget, so the refresh sends comm messages from a second thread while the cell
-    runs; full-mode lessons executed by nbclient with ipykernel 7 stopped getting the reply of a
-    long training cell (the kernel idle and still answering other clients, the client waiting),
-    which is the pattern of ipykernel 7's known hangs with messages from other threads.
+    runs. Full-mode lessons executed by nbclient with ipykernel 7 sometimes never got the reply of
+    a long training cell (the kernel idle and answering other clients, the client waiting); with
+    the monitor off, lesson 11 ran through the cell where it had stopped twice. (Widget cells had a
+    second cause, handled by :mod:`csm_edu.course.site`.)
     """
     from tqdm import tqdm
 
