@@ -74,8 +74,18 @@ def spread_against_dimension(n_importance: int, *, dims: Sequence[int] = DIMS, n
     return rows
 
 
-def train_comparison(x: torch.Tensor, *, steps: int, batch_size: int = 256, lr: float = 3e-3, hidden: int = 64,
-                     n_components: int = 10, n_importance: int = 20, warmup_steps: Optional[int] = None,
+HIDDEN, N_COMPONENTS = 64, 10     # the comparison's ResMADE width and mixture size (lesson 08, its checkpoint)
+
+
+def build_models(dim: int, *, hidden: int = HIDDEN, n_components: int = N_COMPONENTS, n_importance: int = 20) -> dict:
+    """Untrained AEM, AR-CSM and MixtureMADE of the comparison, as ``{name: constructor}`` (call it to build)."""
+    return {"AEM": lambda: AEM(dim, n_components=n_components, hidden=hidden, n_importance=n_importance),
+            "AR-CSM": lambda: ARCSM(dim, hidden=hidden, head_hidden=hidden),
+            "MixtureMADE": lambda: MixtureMADE(dim, n_components=n_components, hidden=hidden)}
+
+
+def train_comparison(x: torch.Tensor, *, steps: int, batch_size: int = 256, lr: float = 3e-3, hidden: int = HIDDEN,
+                     n_components: int = N_COMPONENTS, n_importance: int = 20, warmup_steps: Optional[int] = None,
                      background: float = 0.05, seed: int = 0, models: Sequence[str] = ("AEM", "AR-CSM", "MixtureMADE"),
                      progress: bool = True, label: str = ""):
     """Train the AEM (:class:`~csm_edu.models.AEMLoss`, alpha warmed up over ``warmup_steps``,
@@ -91,12 +101,11 @@ def train_comparison(x: torch.Tensor, *, steps: int, batch_size: int = 256, lr: 
     dim = x.shape[1]
     steps = checks.positive_int(steps, "steps")
     warmup_steps = steps // 5 if warmup_steps is None else warmup_steps
-    plan = {
-        "AEM": (lambda: AEM(dim, n_components=n_components, hidden=hidden, n_importance=n_importance), AEMLoss(warmup_steps)),
-        "AR-CSM": (lambda: ARCSM(dim, hidden=hidden, head_hidden=hidden),
-                   lambda m, b: objectives.composite_score_matching(m, b, background=background)),
-        "MixtureMADE": (lambda: MixtureMADE(dim, n_components=n_components, hidden=hidden), objectives.negative_log_likelihood),
-    }
+    builders = build_models(dim, hidden=hidden, n_components=n_components, n_importance=n_importance)
+    losses = {"AEM": AEMLoss(warmup_steps),
+              "AR-CSM": lambda m, b: objectives.composite_score_matching(m, b, background=background),
+              "MixtureMADE": objectives.negative_log_likelihood}
+    plan = {name: (builders[name], losses[name]) for name in builders}
     built, histories = {}, {}
     for name in models:
         checks.one_of(name, "model name", tuple(plan))
@@ -211,9 +220,7 @@ def load_checkpoint(path=None):
     for name in state["sets"]:
         x_train, _ = comparison_data(name, st["n_data"], seed=st["seed"])
         dim = x_train.shape[1]
-        built = {"AEM": AEM(dim, n_components=10, hidden=64, n_importance=st["n_importance"]),
-                 "AR-CSM": ARCSM(dim, hidden=64, head_hidden=64),
-                 "MixtureMADE": MixtureMADE(dim, n_components=10, hidden=64)}
+        built = {k: build() for k, build in build_models(dim, n_importance=st["n_importance"]).items()}
         for k, m in built.items():
             m.load_state_dict(state["models"][name][k])
             m.eval()
