@@ -61,11 +61,11 @@ _bench_widgets.Output.__exit__ = lambda self, *exc: None
 def _bench_settings(control):
     options = getattr(control, "options", None)
     if options is not None and len(options) > 0:
-        values = [getattr(control, "value")]
+        default = control.value
         labels = list(getattr(control, "_options_values", options))
-        if isinstance(values[0], tuple):                      # SelectMultiple: a tuple of chosen options
-            return [("first", (labels[0],)), ("all", tuple(labels)), ("default", values[0])]
-        return [("first", labels[0]), ("last", labels[-1]), ("default", values[0])]
+        if isinstance(default, tuple):                        # SelectMultiple: a tuple of chosen options
+            return [("first", (labels[0],)), ("all", tuple(labels)), ("default", default)]
+        return [("first", labels[0]), ("last", labels[-1]), ("default", default)]
     if isinstance(control.value, bool):
         return [("toggled", not control.value), ("default", control.value)]
     if hasattr(control, "min") and hasattr(control, "max"):
