@@ -72,13 +72,6 @@ def test_annealed_grid_with_one_sigma_max_is_annealed_samples():
     assert torch.allclose(grid[(3, 5.0, 10)], direct, atol=1e-4)
 
 
-def test_annealed_view_runs_live():
-    score = lesson06.exact_noise_conditional_score(TARGET)
-    fig, text = lesson06.annealed_view(score, TARGET, n_levels=2, sigma_max=3.0, steps_per_level=5, n=50)
-    assert len(fig.axes) == 2 and "mode 1: " in text
-    plt.close(fig)
-
-
 def _readout_weight(panel):
     return float(panel.children[1].value.split("mode 1: ")[1].split(" ")[0])
 

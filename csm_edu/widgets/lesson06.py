@@ -4,13 +4,10 @@ r"""Lesson 06 (noise scales and annealed Langevin): score-error maps, mode weigh
   |s(x) - s_ref(x)|^2 on a grid, as a log-scale heat map under the density's contours: a score
   learned from data is accurate only where data are.
 - mixture weights a sampler recovered: :func:`csm_edu.metrics.mode_weights`.
-- :func:`annealed_view`: annealed Langevin with a trained noise-conditional network at geometric
-  levels sigma_max > ... > sigma_min, run live for one setting.
 - :func:`annealed_grid` / :func:`annealed_panel`: the same sampler at every setting of a grid
   (number of levels, sigma_max, steps per level), sampled once when the panel is built; the
   panel's sliders pick among the stored samples.
 """
-import time
 from typing import Callable, Dict, Optional, Sequence
 
 import matplotlib.pyplot as plt
@@ -208,22 +205,6 @@ def annealed_grid(model, *, levels_options: Sequence[int], sigma_max_options: Se
                 out[(int(L), s, int(T))] = x[j * n:(j + 1) * n].clone()
     bar.close()
     return out
-
-
-def annealed_view(model, mixture: GaussianMixture, n_levels: int, sigma_max: float, *, steps_per_level: int,
-                  sigma_min: float = 0.1, n: int = 400, seed: int = 0):
-    """Samples of annealed Langevin and their recovered weights; readout with the weight of mode 1."""
-    start = time.perf_counter()
-    x = annealed_samples(model, n_levels=n_levels, sigma_max=sigma_max, steps_per_level=steps_per_level,
-                         sigma_min=sigma_min, n=n, seed=seed)
-    seconds = time.perf_counter() - start
-    sigmas = objectives.geometric_sigmas(sigma_max, min(sigma_min, sigma_max), n_levels).tolist()
-    title = f"{n_levels} levels, sigma {sigmas[0]:.3g} -> {sigmas[-1]:.3g}, {steps_per_level} steps/level"
-    fig = plot_samples_and_weights({title: x}, mixture)
-    w = mode_weights(x, mixture)
-    text = (f"recovered weight of mode 1: {float(w[0]):.3f} (true {float(mixture.weights[0]):.2f}); "
-            f"levels {', '.join(f'{s:.3g}' for s in sigmas)}; {n_levels * steps_per_level} steps in {seconds:.2f} s")
-    return fig, text
 
 
 class _FastSamplesView:
