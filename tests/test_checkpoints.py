@@ -3,7 +3,8 @@ reproduces the number the lesson asserts (no training; a few seconds each on one
 
 The checkpoints are the lessons' full-mode trainings, made by
 ``python -m csm_edu.experiments.aem_study --make-checkpoint`` (lesson 08) and
-``python -m csm_edu.experiments.vae_study --make-checkpoint`` (lesson 12). The expected numbers
+``python -m csm_edu.experiments.vae_study --make-checkpoint`` (lesson 12) and
+``python -m csm_edu.experiments.denoising_study --make-checkpoint`` (lesson 11). The expected numbers
 below are what the lessons print in full mode (and quote in their text); the evaluations are
 seeded, so on one machine they repeat to the last digit; the tolerances allow for other BLAS/CPU
 rounding.
@@ -18,11 +19,11 @@ import torch
 
 from csm_edu import resources
 from csm_edu.data import toy_distribution
-from csm_edu.experiments import aem_study, vae_study
+from csm_edu.experiments import aem_study, denoising_study, vae_study
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
-CHECKPOINTS = (aem_study.CHECKPOINT, vae_study.CHECKPOINT)
+CHECKPOINTS = (aem_study.CHECKPOINT, vae_study.CHECKPOINT, denoising_study.CHECKPOINT)
 NO_VAE = (f"{vae_study.CHECKPOINT} not made yet (lesson 12 then trains its VAEs itself); make it with "
           f"`{vae_study.CHECKPOINT_COMMAND}`")
 
@@ -88,6 +89,25 @@ def test_vae_checkpoint_reproduces_lesson_12_table():
         assert gauss > baseline + 1.0
         for m in vae_study.VAE_METHODS[1:]:
             assert math.isfinite(stored[latent, m]) and stored[latent, m] > gauss - 1.0, (latent, m, stored)
+
+
+def test_denoiser_checkpoint_reproduces_lesson_11_psnr():
+    from csm_edu.experiments import images
+    model, history = denoising_study.load_checkpoint()
+    st = denoising_study.FULL_SETTINGS
+    assert len(history.loss) == st["steps"] and model.dim == 784 and model.cond_dim == 1
+    assert model.head_kind == "mlp"                                        # written out, whatever the default
+    _, x_test = denoising_study.load_data(st, n_test=64)                  # the lesson's 64 test images
+    r = images.denoising_experiment(model, x_test, 0.6, generator=torch.Generator().manual_seed(0),
+                                    noise_conditional=True, n_nodes=32)   # = the lesson's results[0.6]
+    for name, expected in EXPECTED_DENOISING_PSNR.items():                # printed to 2 decimals
+        assert r["psnr"][name] == pytest.approx(expected, abs=0.01), (name, r["psnr"])
+    assert r["psnr"]["joint"] > r["psnr"]["noisy"] + 2.0                  # the lesson's asserts
+    assert r["psnr"]["conditional"] > r["psnr"]["noisy"]
+
+
+# the lesson-11 full-mode PSNR (dB) at sigma = 0.6 on MNIST, printed by the lesson
+EXPECTED_DENOISING_PSNR = {"noisy": 13.365, "conditional": 17.831, "joint": 17.394}
 
 
 # the lesson-08 full-mode table on 'grid' (test log-likelihood, nats), printed by the lesson

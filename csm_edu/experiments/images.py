@@ -434,7 +434,7 @@ def psnr(clean: torch.Tensor, estimate: torch.Tensor) -> float:
 
 def denoising_experiment(model: AutoregressiveScoreModel, x_clean: torch.Tensor, sigma: float, *,
                          generator: Optional[torch.Generator] = None, noise_conditional: bool = False,
-                         n_nodes: int = 32) -> dict:
+                         n_nodes: int = 32, chunk_size: int = 8) -> dict:
     r"""Tweedie single-step denoising x^ = x~ + sigma^2 s(x~) with two scores of an AR-CSM trained on noisy data.
 
     ``x_clean`` (n, D) in the centred space [-1, 1]. ``s`` is either the vector of conditional
@@ -443,12 +443,22 @@ def denoising_experiment(model: AutoregressiveScoreModel, x_clean: torch.Tensor,
     Returns images in [0, 1] (``clean``, ``noisy``, ``conditional``, ``joint``) and their
     ``mse`` and ``psnr`` (dicts keyed by ``noisy``, ``conditional``, ``joint``; every image, the
     noisy input included, is clipped to [0, 1] before its error is measured).
+    The joint score is computed ``chunk_size`` images at a time: its quadrature holds 2 (n_nodes + 1) head
+    evaluations per pixel of every image in the chunk, with their autograd graph (64 MNIST images at once
+    peak at several GB; each image's score depends on that image only, so chunks change no number).
     """
     sigma = checks.positive(sigma, "sigma")
+    chunk_size = checks.positive_int(chunk_size, "chunk_size")
     noisy = add_noise(x_clean, sigma, generator).clamp(*DENOISE_BOUNDS)
     y = torch.full((len(noisy), 1), sigma) if noise_conditional else None
+
+    def joint(v):
+        return torch.cat([joint_score(model, v[i:i + chunk_size], bounds=DENOISE_BOUNDS, n_nodes=n_nodes,
+                                      y=None if y is None else y[i:i + chunk_size])
+                          for i in range(0, len(v), chunk_size)])
+
     conditional = tweedie_denoise(lambda v: model.conditional_scores(v, y), noisy, sigma)
-    joint = tweedie_denoise(lambda v: joint_score(model, v, bounds=DENOISE_BOUNDS, n_nodes=n_nodes, y=y), noisy, sigma)
+    joint = tweedie_denoise(joint, noisy, sigma)
     unit = {name: image_data.to_unit(v, DENOISE_SCALE) for name, v in
             dict(noisy=noisy, conditional=conditional, joint=joint).items()}
     clean = image_data.to_unit(x_clean, DENOISE_SCALE)
@@ -460,10 +470,11 @@ def denoising_experiment(model: AutoregressiveScoreModel, x_clean: torch.Tensor,
 
 
 def denoising_sweep(model: AutoregressiveScoreModel, x_clean: torch.Tensor, sigmas: Sequence[float], *, seed: int = 0,
-                    noise_conditional: bool = True, n_nodes: int = 32) -> Dict[float, dict]:
+                    noise_conditional: bool = True, n_nodes: int = 32, chunk_size: int = 8) -> Dict[float, dict]:
     """:func:`denoising_experiment` at every sigma (noise seeded by ``seed``): {sigma: result}, for the lesson's slider."""
     return {float(s): denoising_experiment(model, x_clean, s, generator=torch.Generator().manual_seed(seed),
-                                           noise_conditional=noise_conditional, n_nodes=n_nodes) for s in sigmas}
+                                           noise_conditional=noise_conditional, n_nodes=n_nodes, chunk_size=chunk_size)
+            for s in sigmas}
 
 
 # ----------------------------------------------------------------------------- anomaly detection

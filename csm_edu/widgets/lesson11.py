@@ -1,7 +1,7 @@
 r"""Lesson 11 panel: single-step denoising at a chosen noise level, conditional vs joint score.
 
 The results are precomputed by :func:`csm_edu.experiments.images.denoising_experiment` at each sigma of a list
-(one noise-conditional AR-CSM, trained on noisy digits, covers them all). :func:`denoising_figure`
+(one noise-conditional AR-CSM, trained on noisy images, covers them all). :func:`denoising_figure`
 shows clean, noisy, conditional-score and joint-score Tweedie estimates for one sigma with the
 PSNR of each; :func:`denoising_panel` wires a SelectionSlider over the precomputed sigmas.
 """
