@@ -106,6 +106,15 @@ def test_denoiser_checkpoint_reproduces_lesson_11_psnr():
     assert r["psnr"]["conditional"] > r["psnr"]["noisy"]
 
 
+def test_denoiser_builder_writes_out_every_arcsm_option():
+    # a later change of an ARCSM default (e.g. the head) must not change the checkpoint's architecture
+    import inspect
+    from csm_edu.models import ARCSM
+    options = [p for p in inspect.signature(ARCSM.__init__).parameters if p not in ("self", "dim")]
+    source = inspect.getsource(denoising_study.build_denoiser)
+    assert all(f"{p}=" in source for p in options), [p for p in options if f"{p}=" not in source]
+
+
 # the lesson-11 full-mode PSNR (dB) at sigma = 0.6 on MNIST, printed by the lesson
 EXPECTED_DENOISING_PSNR = {"noisy": 13.365, "conditional": 17.831, "joint": 17.394}
 
