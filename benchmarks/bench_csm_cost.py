@@ -2,7 +2,7 @@
 
 For every configuration (the default ``ARCSM(784)``, the scaling study's model, the image
 lessons' MADE and PixelCNN models of MNIST) and head (``head="mlp"``, the default, and
-``head="steps"``) at D = 784, batch 128, all timed in turns in one process
+``head="local_mean"``, the default, and ``head="mlp"``) at D = 784, batch 128, all timed in turns in one process
 (:func:`csm_edu.experiments.timing.time_interleaved`, so load from other processes hits every
 measurement alike):
 
@@ -43,7 +43,7 @@ def _mnist(mode, backbone):
     return build
 
 
-CONFIGS = {   # builders of head ("mlp" or "steps"), each the configuration named
+CONFIGS = {   # builders of head ("local_mean" or "mlp"), each the configuration named
     "default": lambda head: ARCSM(DIM, head=head),
     "scaling": lambda head: ARCSM(DIM, hidden=256, n_blocks=2, context_dim=16, head_hidden=32, head=head),  # scaling.make_model
     "mnist MADE (cpu)": _mnist("cpu_full", "made"),
@@ -83,7 +83,7 @@ def profile(times: dict) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument("--heads", nargs="+", default=["mlp", "steps"], choices=["mlp", "steps"])
+    parser.add_argument("--heads", nargs="+", default=["local_mean", "mlp"], choices=["local_mean", "mlp"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=128)
@@ -107,12 +107,12 @@ def main():
                    "csm_ms": round(times["CSM"], 2), "ratio": round(times["CSM"] / times["plain"], 3)}
             row.update({k.replace(" ", "_") + "_ms": round(v, 2) for k, v in parts.items()})
             rows.append(row)
-            print(f"{name:22s} {head:5s} run {run}: plain {times['plain']:8.1f} ms  CSM {times['CSM']:8.1f} ms  "
+            print(f"{name:22s} {head:10s} run {run}: plain {times['plain']:8.1f} ms  CSM {times['CSM']:8.1f} ms  "
                   f"ratio {row['ratio']:.3f} | " + "  ".join(f"{k} {v:.1f}" for k, v in parts.items()), flush=True)
     print(f"\n{'configuration':22s} {'head':5s} {'CSM / plain (median, min-max over runs)':>42s}")
     for name, head in [(n, h) for n in args.configs for h in args.heads]:
         ratios = [r["ratio"] for r in rows if r["config"] == name and r["head"] == head]
-        print(f"{name:22s} {head:5s} {statistics.median(ratios):18.3f} ({min(ratios):.3f}-{max(ratios):.3f})")
+        print(f"{name:22s} {head:10s} {statistics.median(ratios):18.3f} ({min(ratios):.3f}-{max(ratios):.3f})")
     with open(args.csv, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -9,7 +9,7 @@ Taking the data point itself as the reference point of the integral of the score
 and log q(x) = sum_d log q(x_d | x_<d). The value is that of the model restricted (and normalised)
 to the box [lo, hi]^D; the error estimate includes what the restriction costs, log(1 + T / Z) per
 conditional, with T the mass outside [lo, hi] and Z the mass inside (``_log_tail``: a bound for
-models with a Gaussian envelope such as :class:`csm_edu.models.ARCSM` with ``head="steps"``, else an exponential
+models with a Gaussian envelope such as :class:`csm_edu.models.ARCSM` with its default ``head="local_mean"``, else an exponential
 extrapolation of the score at the ends, infinite where the score does not point back into the
 box). So the estimate says when ``bounds`` are too narrow for the model, and the value agrees,
 within the estimates, on every box that holds the mass.
@@ -47,7 +47,7 @@ def _log_tail(model, context, end, u_end, s_end, side):
     r"""log of the mass beyond ``end`` (relative to the reference point), one side (``side`` +1: above
     hi, -1: below lo): (m, D).
 
-    With the model's Gaussian envelope (``model.tail_bound(context, lo, hi)``, e.g. ARCSM's steps head:
+    With the model's Gaussian envelope (``model.tail_bound(context, lo, hi)``, e.g. ARCSM's local-mean head:
     s(t) <= -(t - c) / v for every t beyond ``end`` on the upper side), a bound: e^{u(end)} \int_{end}^\infty e^{-((t-c)^2 - (end-c)^2)/(2v)} dt
     = e^{u(end)} \sqrt{\pi v / 2}\,\mathrm{erfcx}(z / \sqrt 2), z = (end - c)/\sqrt v. Otherwise an
     exponential extrapolation of the end's score, e^{u(end)} / |s(end)| (an upper bound when the

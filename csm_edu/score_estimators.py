@@ -402,8 +402,10 @@ class CompositeScoreEstimator(_NetworkEstimator):
                  margin: float = 2.0, cross_terms: bool = True, order: Optional[Sequence[int]] = None):
         dim = checks.positive_int(dim, "dim")
         cond_dim = checks.positive_int(cond_dim, "cond_dim", minimum=0)
+        # head="mlp": lesson 12's shipped VAE checkpoint was trained with it; an estimator never
+        # integrates its density, so the local-mean head's tails would buy nothing here
         model = ARCSM(dim, hidden=hidden, n_blocks=n_blocks, context_dim=context_dim, order=order,
-                      cond_dim=cond_dim, head_hidden=head_hidden)
+                      cond_dim=cond_dim, head_hidden=head_hidden, head="mlp")
         super().__init__(model, dim, cond_dim, lr, steps_per_fit=steps_per_fit)
         self.n_nodes = checks.positive_int(n_nodes, "n_nodes", minimum=2)
         self.margin = checks.positive(margin, "margin")

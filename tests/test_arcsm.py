@@ -44,7 +44,7 @@ def test_context_depends_only_on_earlier_variables(dim):
     assert torch.equal(net.connectivity().bool(), allowed)
 
 
-@pytest.mark.parametrize("head", ["mlp", "steps"])
+@pytest.mark.parametrize("head", ["mlp", "local_mean"])
 @pytest.mark.parametrize("dim", [2, 5, 10])
 def test_score_jacobian_is_lower_triangular_with_the_returned_diagonal(dim, head):
     order = ORDERS[dim]
@@ -314,12 +314,13 @@ def test_a_plugged_in_backbone_brings_its_order_and_a_wrong_shape_is_caught():
         ARCSM(3, context_dim=5, backbone=ResMADE(3, 4, hidden=8)).conditional_scores(torch.zeros(2, 3))
 
 
-@pytest.mark.parametrize("head, block_rows", [("mlp", 4096), ("mlp", 7), ("steps", 4096)])
+@pytest.mark.parametrize("head, block_rows", [("mlp", 4096), ("mlp", 7), ("local_mean", 4096), ("local_mean", 7)])
 def test_closed_form_head_diagonal_matches_double_backward_in_values_and_gradients(head, block_rows, monkeypatch):
     """ARCSM.scores_and_diagonal (closed-form derivative + hand-written backward) == the generic autograd path."""
-    from csm_edu.models.arcsm import _SiLUHeadWithDiagonal
-    monkeypatch.setattr(_SiLUHeadWithDiagonal, "cpu_block_rows", block_rows)   # 30 rows: one block, or 5 blocks
-    model = _randomise(ARCSM(6, hidden=16, context_dim=4, head_hidden=8, cond_dim=2, head=head, n_bumps=3).double())
+    from csm_edu.models.arcsm import _LocalMeanHeadWithDiagonal, _SiLUHeadWithDiagonal
+    for fused in (_SiLUHeadWithDiagonal, _LocalMeanHeadWithDiagonal):      # 30 rows: one block, or 5 blocks
+        monkeypatch.setattr(fused, "cpu_block_rows", block_rows)
+    model = _randomise(ARCSM(6, hidden=16, context_dim=4, head_hidden=8, cond_dim=2, head=head).double())
     x = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
     y = torch.randn(5, 2, dtype=torch.float64)
     weights = torch.rand(2, 5, 6, dtype=torch.float64)   # a loss that weights s and diag differently
@@ -343,17 +344,17 @@ def test_closed_form_mlp_head_passes_gradcheck():
     assert torch.autograd.gradcheck(_SiLUHeadWithDiagonal.apply, args)
 
 
-def test_closed_form_steps_head_passes_gradcheck():
-    from csm_edu.models.arcsm import _BumpHeadWithDiagonal
+def test_closed_form_local_mean_head_passes_gradcheck():
+    from csm_edu.models.arcsm import _LocalMeanHeadWithDiagonal
     gen = torch.Generator().manual_seed(0)
-    raw = torch.randn(2, 3, 3 * 4 + 2, dtype=torch.float64, generator=gen).requires_grad_(True)
-    x = (2 * torch.randn(2, 3, dtype=torch.float64, generator=gen)).requires_grad_(True)
-    assert torch.autograd.gradcheck(_BumpHeadWithDiagonal.apply, (raw, x))
+    args = [torch.randn(shape, dtype=torch.float64, generator=gen).requires_grad_(True)
+            for shape in [(2, 3, 4), (4,), (2, 3, 4), (2, 3), (2, 3), (2, 3)]]
+    assert torch.autograd.gradcheck(lambda *a: _LocalMeanHeadWithDiagonal.apply(*a, 1.5), args)
 
 
 def test_head_has_gaussian_tails_for_any_parameters():
     """Beyond hi = 1 the score is below -(t - c_hi) / v, before lo = -1 above -(t - c_lo) / v: normalisable on R."""
-    model = _randomise(ARCSM(3, hidden=16, context_dim=4, head_hidden=8, head="steps", n_bumps=4), scale=2.0).double()
+    model = _randomise(ARCSM(3, hidden=16, context_dim=4, head_hidden=8, head="local_mean"), scale=2.0).double()
     x = torch.randn(4, 3, dtype=torch.float64)
     context = model.context(x)
     lo, hi, var = (v.detach() for v in model.tail_bound(context, -1.0, 1.0))

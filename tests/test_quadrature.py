@@ -92,11 +92,11 @@ def _lesson_models():
 
 @pytest.mark.parametrize("name", list(_lesson_models()))
 def test_the_likelihood_of_every_lesson_arcsm_does_not_depend_on_the_box(name):
-    """The steps head is normalisable on R by construction: equal within the error estimates on boxes of growing
-    width, for any weights. (The lessons still train the MLP head, which has no such guarantee.)"""
+    """The local-mean head is normalisable on R by construction: equal within the error estimates on boxes of growing
+    width, for any weights."""
     build, cond_dim = _lesson_models()[name]
     torch.manual_seed(0)
-    model = build(head="steps").double()
+    model = build(head="local_mean").double()
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():                                      # far from the initialisation: any weights must do
         for p in model.parameters():

@@ -80,7 +80,7 @@ HIDDEN, N_COMPONENTS = 64, 10     # the comparison's ResMADE width and mixture s
 def build_models(dim: int, *, hidden: int = HIDDEN, n_components: int = N_COMPONENTS, n_importance: int = 20) -> dict:
     """Untrained AEM, AR-CSM and MixtureMADE of the comparison, as ``{name: constructor}`` (call it to build)."""
     return {"AEM": lambda: AEM(dim, n_components=n_components, hidden=hidden, n_importance=n_importance),
-            "AR-CSM": lambda: ARCSM(dim, hidden=hidden, head_hidden=hidden),
+            "AR-CSM": lambda: ARCSM(dim, hidden=hidden, head_hidden=hidden, head="mlp"),   # as in the shipped checkpoint
             "MixtureMADE": lambda: MixtureMADE(dim, n_components=n_components, hidden=hidden)}
 
 

@@ -25,9 +25,9 @@ SIGMAS = (0.2, 0.4, 0.6, 0.8)
 # hidden / context_dim sized so that a laptop core trains the full model in about three minutes and the
 # checkpoint stays small; head="mlp" etc. written out on purpose (see the module docstring)
 FULL_SETTINGS = dict(dataset="mnist", n_train=5000, hidden=256, n_blocks=2, context_dim=8, head_hidden=32, head="mlp",
-                     n_bumps=8, steps=1000, batch_size=64, lr=3e-3, sigmas=SIGMAS, seed=0)
+                     mean_range=6.0, max_variance=1.0, steps=1000, batch_size=64, lr=3e-3, sigmas=SIGMAS, seed=0)
 QUICK_SETTINGS = dict(dataset="digits", n_train=None, hidden=256, n_blocks=2, context_dim=16, head_hidden=32, head="mlp",
-                      n_bumps=8, steps=300, batch_size=128, lr=3e-3, sigmas=SIGMAS, seed=0)
+                      mean_range=6.0, max_variance=1.0, steps=300, batch_size=128, lr=3e-3, sigmas=SIGMAS, seed=0)
 CHECKPOINT = "checkpoints/denoiser_mnist.pt"
 CHECKPOINT_COMMAND = "python -m csm_edu.experiments.denoising_study --make-checkpoint"
 
@@ -49,7 +49,7 @@ def build_denoiser(st: dict):
     with config.seeded(st["seed"]):
         model = ARCSM(dim, hidden=st["hidden"], n_blocks=st["n_blocks"], context_dim=st["context_dim"],
                       order=list(range(dim)), cond_dim=1, head_hidden=st["head_hidden"], backbone=None,
-                      head=st["head"], n_bumps=st["n_bumps"])
+                      head=st["head"], mean_range=st["mean_range"], max_variance=st["max_variance"])
     return model.set_support(bounds=images.BOUNDS, n_nodes=cfg["n_nodes"])
 
 
@@ -106,7 +106,8 @@ def load_checkpoint(path=None):
     """The shipped denoiser: ``(model, history)`` as :func:`train_denoiser` returns them, read with
     ``weights_only=True`` (float16 weights cast to float32, masked entries zero)."""
     state = resources.load_checkpoint(CHECKPOINT, source=path)
-    st = dict(state["settings"], sigmas=tuple(state["settings"]["sigmas"]))
+    saved = {k: v for k, v in state["settings"].items() if k in FULL_SETTINGS}   # options of older ARCSMs dropped
+    st = dict(FULL_SETTINGS, **saved, sigmas=tuple(state["settings"]["sigmas"]))
     model = build_denoiser(st)
     masks = _masks(model)
     with torch.no_grad():

@@ -2,12 +2,16 @@
 
 One *training step* here is what :func:`csm_edu.train.fit` does per minibatch apart from the
 optimiser update (whose cost does not depend on the objective): evaluate ``loss_fn(model, x)``,
-zero the gradients and back-propagate into the parameters. Times are wall-clock
-(``time.perf_counter``), CUDA is synchronised before each reading, and the *median* over repeats
-is reported by default because a shared machine produces occasional slow outliers. On a heavily
-loaded machine (more runnable processes than cores) a large share of short steps is interrupted
-by the scheduler; ``statistic="min"`` then gives the uninterrupted cost, since interference only
-ever adds time (the advice of Python's ``timeit``).
+zero the gradients and back-propagate into the parameters.
+
+**Clock** (:func:`step_clock`). On a CPU with one torch thread, a step is timed in CPU seconds of
+the calling thread (``time.thread_time``), where all of its work runs: other processes on a shared
+machine then do not change the reading (wall-clock times of the same step grew 2-3x at a load of
+6 on 2 cores, and ratios of two objectives moved by 15%). With several threads or on CUDA (after
+synchronising) the clock is the wall clock, ``time.perf_counter``. The *median* over repeats is
+reported by default because a shared machine still produces occasional slow outliers (cache and
+memory-bandwidth contention); ``statistic="min"`` gives the least disturbed step, since
+interference only ever adds time (the advice of Python's ``timeit``).
 """
 import csv
 import os
@@ -44,16 +48,25 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def step_clock(device: torch.device) -> Callable[[], float]:
+    """The clock that times a step on ``device``: the calling thread's CPU time on a CPU with one torch
+    thread (all the work runs in this thread), else the wall clock (module docstring)."""
+    if torch.device(device).type == "cpu" and torch.get_num_threads() == 1:
+        return time.thread_time
+    return time.perf_counter
+
+
 def _timed_step(loss_fn: LossFn, model: torch.nn.Module, x: torch.Tensor, params) -> float:
-    """One step ``loss_fn(model, x).backward()`` in ms; the gradients are cleared afterwards."""
+    """One step ``loss_fn(model, x).backward()`` in ms (:func:`step_clock`); the gradients are cleared afterwards."""
+    clock = step_clock(x.device)
     _sync(x.device)
-    start = time.perf_counter()
+    start = clock()
     loss = loss_fn(model, x)
     if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
         raise ValueError("loss_fn(model, x) must return a scalar tensor")
     loss.backward()
     _sync(x.device)
-    elapsed = time.perf_counter() - start
+    elapsed = clock() - start
     for p in params:
         p.grad = None
     return 1000.0 * elapsed
@@ -73,7 +86,7 @@ def _check_batch(x) -> None:
 
 def time_per_step(loss_fn: LossFn, model: torch.nn.Module, x: torch.Tensor, *, repeats: int = 5,
                   warmup: int = 1, statistic: str = "median") -> float:
-    """Median (or ``statistic="min"``) wall time in ms of one step ``loss_fn(model, x).backward()``.
+    """Median (or ``statistic="min"``) time in ms (:func:`step_clock`) of one step ``loss_fn(model, x).backward()``.
 
     ``warmup`` untimed steps come first (allocations, lazy initialisation), then ``repeats``
     timed ones. ``loss_fn(model, batch)`` must return a scalar tensor, the same signature as in

@@ -1,7 +1,11 @@
 """Density models trained and compared on 2-D toy data: AR-CSM against MLE baselines (lessons 07, 08)."""
+import itertools
+import math
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 import torch
-from .. import checks, config, metrics, objectives, train
+from .. import checks, config, data, files, metrics, objectives, train
+from .. import distributions as dist
 from ..models import ARCSM, GaussianMADE, MixtureMADE
 from ..models.arcsm import target_conditional_scores
 
@@ -67,3 +71,152 @@ def evaluate_models(models: Dict[str, object], x_test: torch.Tensor, target=None
     if target is not None:
         rows.append({"model": "true density", "log_lik": float(target.log_prob(x_test).mean()), "fisher": 0.0})
     return rows
+
+
+# ---- the seeds-and-dimensions study behind lesson 07's section 8 (issue 17) ----
+
+PRODUCT_MEANS = ((-1.5, -1.0), (1.5, -1.0), (0.0, 1.5))   # one 2-D block of the product targets
+PRODUCT_WEIGHTS = (0.6, 0.3, 0.1)                          # the third mode is the small one
+PRODUCT_STD = 0.4
+STUDY_SETS = ("mixture", "grid", "moons", "product-4d", "product-6d")
+STUDY_SEEDS = (0, 1, 2)
+STUDY_CSV = "results/arcsm_seeds.csv"
+STUDY_COMMAND = "python -m csm_edu.experiments.toy_density --study"
+# the lesson's full-mode budget (notebooks/07: N_TRAIN, N_TEST, N_STEPS, BATCH, BACKGROUND, BACKGROUND_SCALE)
+STUDY_SETTINGS = dict(n_train=20000, n_test=4000, steps=1500, batch_size=1024, background=0.05,
+                      background_scale=1.5, bounds=(-6.0, 6.0), n_nodes=256)
+
+
+def product_target(n_blocks: int) -> dist.GaussianMixture:
+    r"""A 2 ``n_blocks``-dimensional target: the product of ``n_blocks`` independent copies of one 2-D
+    mixture of three Gaussians (means :data:`PRODUCT_MEANS`, std :data:`PRODUCT_STD`, weights
+    :data:`PRODUCT_WEIGHTS`), i.e. a mixture of 3^n_blocks Gaussians with known log-density, conditionals
+    and mode weights; the third mode of every block has weight 0.1."""
+    n_blocks = checks.positive_int(n_blocks, "n_blocks")
+    means, weights = [], []
+    for combo in itertools.product(range(3), repeat=n_blocks):
+        means.append([c for k in combo for c in PRODUCT_MEANS[k]])
+        weights.append(math.prod(PRODUCT_WEIGHTS[k] for k in combo))
+    return dist.GaussianMixture(torch.tensor(means), PRODUCT_STD ** 2, weights=torch.tensor(weights))
+
+
+def small_mode_weight(x: torch.Tensor) -> float:
+    """The fraction of the 2-D blocks of the rows of ``x`` (product-target layout) nearest to the small
+    mode (the third of :data:`PRODUCT_MEANS`): 0.1 for samples of :func:`product_target`."""
+    x = checks.as_batch(x, "x")
+    blocks = x.reshape(-1, 2)
+    nearest = torch.cdist(blocks, torch.tensor(PRODUCT_MEANS, dtype=x.dtype)).argmin(1)
+    return float((nearest == 2).double().mean())
+
+
+def study_data(name: str, seed: int, n_train: int, n_test: int):
+    """``(train, test, target)`` of one study set: a toy set (``data.make_toy``) or ``"product-<D>d"``."""
+    train_gen, test_gen = torch.Generator().manual_seed(2 * seed), torch.Generator().manual_seed(2 * seed + 1)
+    if name.startswith("product-"):
+        target = product_target(int(name[len("product-"):-1]) // 2)
+        return target.sample(n_train, generator=train_gen), target.sample(n_test, generator=test_gen), target
+    return (data.make_toy(name, n_train, generator=train_gen), data.make_toy(name, n_test, generator=test_gen),
+            data.toy_distribution(name))
+
+
+def seed_study(sets: Sequence[str] = STUDY_SETS, seeds: Sequence[int] = STUDY_SEEDS, *, progress: bool = True,
+               **settings) -> List[dict]:
+    r"""Every model of :func:`train_lesson_models` on every set and seed (the seed draws the data and
+    initialises the models), at :data:`STUDY_SETTINGS` unless ``settings`` override them. One row per
+    (set, seed, model): ``log_lik`` (test, nats; AR-CSM by quadrature on ``bounds``), ``error`` (AR-CSM:
+    the quadrature's error estimate including the mass outside the box), ``log_lik_wide`` (AR-CSM on a
+    box twice as wide, twice the nodes: the box test), ``true`` (the target's test log-likelihood, when
+    known) and ``small_mode`` (product targets: the weight the model's samples give the small mode,
+    truth 0.1)."""
+    st = dict(STUDY_SETTINGS, **settings)
+    lo, hi = st["bounds"]
+    rows = []
+    for name in sets:
+        for seed in seeds:
+            x_train, x_test, target = study_data(name, seed, st["n_train"], st["n_test"])
+            models, _ = train_lesson_models(x_train, steps=st["steps"], batch_size=st["batch_size"],
+                                            background=st["background"], background_scale=st["background_scale"],
+                                            seed=seed, bounds=st["bounds"], n_nodes=st["n_nodes"], progress=progress)
+            true = None if target is None else float(target.log_prob(x_test).mean())
+            for model_name, model in models.items():
+                row = {"set": name, "dim": x_train.shape[1], "seed": seed, "model": model_name, "true": true,
+                       "error": None, "log_lik_wide": None, "small_mode": None}
+                with torch.no_grad():
+                    if model_name.startswith("AR-CSM"):
+                        value, error = model.log_prob(x_test, return_error=True)
+                        wide = model.log_prob(x_test, bounds=(2 * lo, 2 * hi), n_nodes=2 * st["n_nodes"])
+                        row.update(error=float(error.mean()), log_lik_wide=float(wide.mean()))
+                    else:
+                        value = model.log_prob(x_test)
+                    row["log_lik"] = float(value.mean())
+                    if name.startswith("product-"):
+                        row["small_mode"] = small_mode_weight(model.sample(st["n_test"], generator=torch.Generator().manual_seed(seed)))
+                rows.append(row)
+    return rows
+
+
+def write_study(rows: List[dict], path) -> None:
+    """Write :func:`seed_study` rows as a CSV (atomically)."""
+    columns = ["set", "dim", "seed", "model", "log_lik", "error", "log_lik_wide", "true", "small_mode"]
+    lines = [",".join(columns)]
+    for r in rows:
+        lines.append(",".join("" if r[c] is None else (f"{r[c]:.5f}" if isinstance(r[c], float) else str(r[c])) for c in columns))
+    with files.atomic_write(path, mode="w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def read_study(path=None) -> List[dict]:
+    """The rows of a study CSV (default: the shipped one, ``csm_edu/resources/`` :data:`STUDY_CSV`)."""
+    import csv
+    from .. import resources
+    source = resources.path(STUDY_CSV) if path is None else path
+    with open(source, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for key in ("log_lik", "error", "log_lik_wide", "true", "small_mode"):
+            r[key] = float(r[key]) if r[key] != "" else None
+        r["dim"], r["seed"] = int(r["dim"]), int(r["seed"])
+    return rows
+
+
+def study_summary(rows: List[dict]) -> List[dict]:
+    """Per (set, model): mean, min and max over seeds of the gap to the truth (true - log_lik, nats),
+    the largest box-test difference |log_lik_wide - log_lik| and the mean small-mode weight."""
+    out = []
+    keys = list(dict.fromkeys((r["set"], r["model"]) for r in rows))
+    for set_name, model in keys:
+        group = [r for r in rows if r["set"] == set_name and r["model"] == model]
+        gaps = [r["true"] - r["log_lik"] for r in group if r["true"] is not None]
+        lls = [r["log_lik"] for r in group]
+        box = [abs(r["log_lik_wide"] - r["log_lik"]) for r in group if r["log_lik_wide"] is not None]
+        small = [r["small_mode"] for r in group if r["small_mode"] is not None]
+        out.append({"set": set_name, "dim": group[0]["dim"], "model": model, "seeds": len(group),
+                    "log_lik": sum(lls) / len(lls), "log_lik_min": min(lls), "log_lik_max": max(lls),
+                    "gap": sum(gaps) / len(gaps) if gaps else None, "gap_min": min(gaps) if gaps else None,
+                    "gap_max": max(gaps) if gaps else None, "box_diff": max(box) if box else None,
+                    "small_mode": sum(small) / len(small) if small else None})
+    return out
+
+
+def _main(argv=None) -> int:
+    import argparse
+    from .. import resources
+    parser = argparse.ArgumentParser(description="Lesson 07's seeds-and-dimensions study (writes a CSV).")
+    parser.add_argument("--study", action="store_true", help="run the study at the lesson's full-mode budget")
+    parser.add_argument("--sets", nargs="+", default=list(STUDY_SETS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(STUDY_SEEDS))
+    parser.add_argument("--out", default=None, help=f"CSV path (default: the package's {STUDY_CSV})")
+    args = parser.parse_args(argv)
+    if not args.study:
+        parser.print_help()
+        return 2
+    torch.set_num_threads(1)
+    rows = seed_study(args.sets, args.seeds)
+    out = args.out or Path(resources.__file__).parent / STUDY_CSV
+    write_study(rows, out)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -21,6 +21,7 @@ all D of them come from ONE extra pass through the head (:meth:`AutoregressiveSc
 a backward pass in general; :class:`ARCSM` carries the derivative forward in closed form), where exact
 score matching needs D backward passes through the whole network.
 """
+import math
 from typing import Optional, Sequence
 
 import torch
@@ -148,8 +149,8 @@ class AutoregressiveScoreModel(nn.Module):
         return s, diag
 
 
-LOG_LIMIT = 12.0    # |log v| and |log b| of ARCSM's steps head stay below this (a smooth bound)
-HEADS = ("mlp", "steps")
+HEADS = ("local_mean", "mlp")
+LOG_VARIANCE_SPAN = 20.0   # the local-mean head's v lies in (v_max e^{-20}, v_max]: a smooth bound, safe in float32
 
 
 class ARCSM(AutoregressiveScoreModel):
@@ -158,49 +159,66 @@ class ARCSM(AutoregressiveScoreModel):
     Parameters: ``dim`` D; ``hidden``, ``n_blocks``, ``context_dim`` size the default backbone, a
     :class:`~csm_edu.models.made.ResMADE`; ``order`` is the generation order (default 0..D-1);
     ``cond_dim > 0`` conditions every conditional on an extra input y of shape (n, cond_dim)
-    (e.g. a VAE encoder's score of q(z | x) with y = x); ``head_hidden`` is the width of the head's
-    hidden layer and ``n_bumps`` K the number of tanh terms of every conditional score.
+    (e.g. a VAE encoder's score of q(z | x) with y = x); ``head_hidden`` H is the width of the head.
 
     **Pluggable backbone.** Pass ``backbone=`` any module with
     ``forward(x, y=None) -> (n, D, context_dim)`` whose output [:, d] depends on x only through
     the variables before d in ``order`` (e.g. a PixelCNN with masked convolutions, flattening
     (C, H, W) to D in raster order); ``context_dim`` must then be its channel count and the
-    ``hidden``/``n_blocks`` arguments are unused.
+    ``hidden``/``n_blocks`` arguments are unused. ``mean_range`` and ``max_variance`` shape the
+    default head (below).
 
-    **Heads.** ``head="mlp"`` (default): one MLP shared by all dimensions,
+    **Heads.** Both start from h_d = A c_d + e_d in R^H, where e_d is a learned per-dimension
+    embedding (it lets the head tell dimensions apart behind a convolutional backbone), and let x_d
+    enter only through h_d + a x_d (a in R^H), so h_d is computed once for many x_d (quadrature,
+    sampler) and ds_d/dx_d comes in closed form in the same pass (:meth:`scores_and_diagonal`).
 
-    .. math:: s_d = w^\top \phi\bigl(V\phi(A c_d + e_d + a\,x_d)\bigr) + b,\qquad \phi = \mathrm{SiLU},
+    ``head="local_mean"`` (default): the score of a Gaussian whose mean moves with x_d,
 
-    where e_d is a learned per-dimension embedding (it lets the head tell dimensions apart behind a
-    convolutional backbone); x_d enters only through the first layer, so A c_d is computed once for
-    many x_d (quadrature, sampler), and ds_d/dx_d is carried forward through the MLP in closed form
-    (:class:`_SiLUHeadWithDiagonal`). Nothing makes its conditionals decay beyond the data.
+    .. math:: s_d = \frac{\mu_d(x_d) - x_d}{v_d},\qquad
+              \mu_d(x_d) = m_d + R\tanh\Bigl(\tfrac1R \sum_{j=1}^H w_{dj}\tanh(h_{dj} + a_j x_d)\Bigr),
 
-    ``head="steps"``: from the context alone, an MLP gives the 3K + 2 numbers of the d-th
-    conditional, (m, log v, a_{1..K}, log b_{1..K}, o_{1..K}) = P phi(A c_d + e_d) + p_0 (K = ``n_bumps``),
-    and x_d enters only through the closed form
+    with (m_d, v_d, w_d) from the context alone, w_d = G\,\phi(h_d) + g_0 and (\hat m, \hat\ell) = B\,\phi(h_d) + b_0
+    (\phi = SiLU),
+    m_d = R tanh(\hat m / R) and log v_d = log v_max - softplus(-\hat\ell) (smoothly kept above
+    log v_max - ``LOG_VARIANCE_SPAN``), and slopes a_j shared by all
+    dimensions. A mixture of Gaussians of one variance v has exactly this form, with \mu(x) the
+    responsibility-weighted mean of the components (lesson 06); here \mu_d is any smooth function that
+    stays within m_d +- R (R = ``mean_range``, in the data's units) and v_d <= v_max (``max_variance``).
+    So beyond 2R every conditional score points back towards the data with slope at most -1/v_max:
+    Gaussian tails, normalisable on all of R for any parameters (:meth:`tail_bound` gives the
+    envelopes the quadrature's error estimate uses). Its derivative,
 
-    .. math:: s_d = -\frac{x_d - m}{v} + \sum_{k=1}^K a_k \tanh\bigl(b_k (x_d - o_k)\bigr),
-              \qquad
-              \frac{\partial s_d}{\partial x_d} = -\frac1v + \sum_k a_k b_k \bigl(1 - \tanh^2 b_k(x_d - o_k)\bigr).
+    .. math:: \frac{\partial s_d}{\partial x_d} = \frac1{v_d}\Bigl[\bigl(1 - T_d^2\bigr)
+              \sum_j w_{dj}\,a_j\bigl(1 - \tanh^2(h_{dj} + a_j x_d)\bigr) - 1\Bigr],
+              \qquad T_d = (\mu_d - m_d) / R,
 
-    A Gaussian base score plus a bounded correction (|sum_k a_k tanh| <= sum_k |a_k|): every
-    conditional has Gaussian tails and is normalisable on all of R, for any parameters
-    (:meth:`tail_bound` gives the envelopes; log v and log b are bounded smoothly by ``LOG_LIMIT``
-    so that this also holds in floating point). The derivative along x_d is elementwise (no matrix
-    product depends on x_d), so :meth:`scores_and_diagonal` costs little more than the scores.
+    is elementwise in the H units (no matrix product depends on x_d), so a composite score matching
+    step costs little more than a forward and backward pass (:class:`_LocalMeanHeadWithDiagonal`).
+    Data far outside [-R, R], or conditionals wider than v_max, need a larger ``mean_range`` /
+    ``max_variance`` (or standardised data).
+
+    ``head="mlp"``: one MLP shared by all dimensions, the head of earlier versions of the kit,
+
+    .. math:: s_d = w^\top \phi\bigl(V\phi(h_d + a\,x_d)\bigr) + b;
+
+    ds_d/dx_d is carried forward through both layers (:class:`_SiLUHeadWithDiagonal`), which makes a
+    step about 1.7x a forward and backward pass at D = 784, and nothing makes its conditionals decay
+    beyond the data (a learned score can point outward there: the density then depends on the box).
     """
 
     def __init__(self, dim: int, *, hidden: int = 64, n_blocks: int = 2, context_dim: int = 16,
                  order: Optional[Sequence[int]] = None, cond_dim: int = 0, head_hidden: int = 64,
-                 backbone: Optional[nn.Module] = None, head: str = "mlp", n_bumps: int = 8):
+                 backbone: Optional[nn.Module] = None, head: str = "local_mean", mean_range: float = 6.0,
+                 max_variance: float = 1.0):
         super().__init__()
         self.dim = checks.positive_int(dim, "dim")
         self.context_dim = checks.positive_int(context_dim, "context_dim")
         self.cond_dim = checks.positive_int(cond_dim, "cond_dim", minimum=0)
         head_hidden = checks.positive_int(head_hidden, "head_hidden")
         self.head_kind = checks.one_of(head, "head", HEADS)
-        self.n_bumps = checks.positive_int(n_bumps, "n_bumps")
+        self.mean_range = float(checks.positive(mean_range, "mean_range"))
+        self.log_max_variance = math.log(checks.positive(max_variance, "max_variance"))
         if backbone is None:
             backbone = ResMADE(dim, context_dim, hidden=hidden, n_blocks=n_blocks, order=order, cond_dim=cond_dim)
         self.backbone = backbone
@@ -211,22 +229,18 @@ class ARCSM(AutoregressiveScoreModel):
             order = backbone_order.tolist()
         self.register_buffer("order", check_order(order, self.dim))
         self.head_context = nn.Linear(self.context_dim, head_hidden)
-        if self.head_kind == "mlp":
-            self.head_x = nn.Parameter(torch.empty(head_hidden).uniform_(-1.0, 1.0))
+        self.head_x = nn.Parameter(torch.empty(head_hidden).uniform_(-1.0, 1.0))
         self.embedding = nn.Parameter(torch.zeros(self.dim, head_hidden))
         if self.head_kind == "mlp":
             self.head_out = nn.Sequential(nn.SiLU(), nn.Linear(head_hidden, head_hidden), nn.SiLU(),
                                           nn.Linear(head_hidden, 1))
             return
-        self.head_params = nn.Linear(head_hidden, 3 * self.n_bumps + 2)
-        log_columns = torch.zeros(3 * self.n_bumps + 2, dtype=torch.bool)
-        log_columns[1] = True
-        log_columns[2 + self.n_bumps:2 + 2 * self.n_bumps] = True
-        self.register_buffer("_log_columns", log_columns, persistent=False)
-        with torch.no_grad():   # start near N(0, 1) conditionals, with the K steps spread over [-3, 3]
-            self.head_params.weight.mul_(0.1)
-            self.head_params.bias.zero_()
-            self.head_params.bias[2 + 2 * self.n_bumps:] = torch.linspace(-3.0, 3.0, self.n_bumps)
+        self.head_gate = nn.Linear(head_hidden, head_hidden)   # w_d, the units' amplitudes
+        self.head_base = nn.Linear(head_hidden, 2)             # (m-hat, l-hat): the base's centre and variance
+        with torch.no_grad():   # start near N(0, v_max / 2) conditionals with small unit amplitudes
+            for layer in (self.head_gate, self.head_base):
+                layer.weight.mul_(0.1)
+                layer.bias.zero_()
 
     def context(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """c = backbone(x, y), shape (n, D, context_dim); c[:, d] depends on x_<d (and y) only."""
@@ -236,37 +250,38 @@ class ARCSM(AutoregressiveScoreModel):
                              f"({x.shape[0]}, {self.dim}, {self.context_dim}), got {tuple(c.shape)}")
         return c
 
+    def _hidden(self, context: torch.Tensor, dims: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """h_d = A c_d + e_d, (..., D', H): everything of the head that does not depend on x_d's value."""
+        embedding = self.embedding if dims is None else self.embedding[dims]
+        return self.head_context(context) + embedding
+
     def head_parameters(self, context: torch.Tensor, dims: Optional[torch.Tensor] = None):
-        r"""(m, log v, a, log b, o) of the steps head's conditionals, from the context alone (class docstring).
-
-        ``context`` (..., D', C) -> m and log v of shape (..., D'), a, log b and o of shape (..., D', K).
-        """
-        return _split_head(self._head_raw(context, dims), self.n_bumps)
-
-    def _head_raw(self, context, dims=None):
-        """The head MLP's output (..., D', 3K + 2): m, log v, then K each of a, log b, o; log v and
-        log b pass through LOG_LIMIT tanh(. / LOG_LIMIT), so v and b stay within e^{+-LOG_LIMIT}."""
-        embedding = self.embedding if dims is None else self.embedding[dims]
-        raw = self.head_params(F.silu(self.head_context(context) + embedding))
-        bounded = LOG_LIMIT * torch.tanh(raw / LOG_LIMIT)
-        return torch.where(self._log_columns, bounded, raw)
-
-    def _head_input(self, context: torch.Tensor, x: torch.Tensor, dims: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """h_0 = A c_d + e_d + a x_d, the MLP head's first pre-activation (the only place x_d enters)."""
-        embedding = self.embedding if dims is None else self.embedding[dims]
-        return torch.addcmul(self.head_context(context) + embedding, x.unsqueeze(-1), self.head_x)
+        r"""The local-mean head's (h, w, m, log v) from the context alone (class docstring): h and w of
+        shape (..., D', H), the centre m and log-variance log v of shape (..., D')."""
+        if self.head_kind != "local_mean":
+            raise ValueError(f"head_parameters belongs to the local-mean head; this model has head={self.head_kind!r}")
+        h = self._hidden(context, dims)
+        features = F.silu(h)
+        base = self.head_base(features)
+        m = self.mean_range * torch.tanh(base[..., 0] / self.mean_range)
+        drop = F.softplus(-base[..., 1])
+        log_v = self.log_max_variance - LOG_VARIANCE_SPAN * torch.tanh(drop / LOG_VARIANCE_SPAN)
+        return h, self.head_gate(features), m, log_v
 
     def head(self, context: torch.Tensor, x: torch.Tensor, dims: Optional[torch.Tensor] = None) -> torch.Tensor:
         """s[..., k] = f(context[..., k, :], x[..., k]) for variable dims[k] (all D when dims is None)."""
         if self.head_kind == "mlp":
-            return self.head_out(self._head_input(context, x, dims)).squeeze(-1)
-        return _bump_scores(*self.head_parameters(context, dims), x)[0]
+            return self.head_out(torch.addcmul(self._hidden(context, dims), x.unsqueeze(-1), self.head_x)).squeeze(-1)
+        h, w, m, log_v = self.head_parameters(context, dims)
+        units = torch.tanh(torch.addcmul(h, x.unsqueeze(-1), self.head_x))
+        mean = m + self.mean_range * torch.tanh(torch.linalg.vecdot(w, units) / self.mean_range)
+        return (mean - x) * torch.exp(-log_v)
 
     def scores_and_diagonal(self, x: torch.Tensor, y: Optional[torch.Tensor] = None):
         r"""(s, diag) as in :meth:`AutoregressiveScoreModel.scores_and_diagonal`, with the head's
-        derivative along x_d in closed form: carried forward through the MLP head
-        (:class:`_SiLUHeadWithDiagonal`), or for the steps head the class docstring's second formula,
-        from the same tanh values as s (:class:`_BumpHeadWithDiagonal`: no matrix product depends on x_d).
+        derivative along x_d in closed form, in the same pass as s: for the local-mean head the class
+        docstring's second formula, from the same tanh values (:class:`_LocalMeanHeadWithDiagonal`);
+        for the MLP head carried forward through both layers (:class:`_SiLUHeadWithDiagonal`).
 
         Same values and gradients as the generic double-backward path (a test checks both in
         float64). A subclass that overrides :meth:`head` gets the generic path.
@@ -274,109 +289,108 @@ class ARCSM(AutoregressiveScoreModel):
         if type(self).head is not ARCSM.head:
             return super().scores_and_diagonal(x, y)
         x = self._check_x(x)
+        context = self.context(x, y)
         if self.head_kind == "mlp":
-            h0 = self._head_input(self.context(x, y), x)
+            h0 = torch.addcmul(self._hidden(context), x.unsqueeze(-1), self.head_x)
             hidden, out = self.head_out[1], self.head_out[3]
             return _SiLUHeadWithDiagonal.apply(h0, self.head_x, hidden.weight, hidden.bias,
                                               out.weight.view(-1), out.bias.view(()))
-        return _BumpHeadWithDiagonal.apply(self._head_raw(self.context(x, y)), x)
+        h, w, m, log_v = self.head_parameters(context)
+        return _LocalMeanHeadWithDiagonal.apply(h, self.head_x, w, m, log_v, x, self.mean_range)
 
     @torch.no_grad()
     def tail_bound(self, context: torch.Tensor, lo, hi, dims: Optional[torch.Tensor] = None):
         r"""Gaussian envelopes of the tails beyond [lo, hi]: (c_lo, c_hi, v), each of shape (..., D');
         None for the MLP head, which has none.
 
-        For t >= hi every step obeys a_k tanh(b_k (t - o_k)) <= max(a_k, a_k tanh(b_k (hi - o_k))), so
-        s_d(t) <= -(t - c_hi) / v with c_hi = m + v sum_k max(a_k, a_k tanh(b_k (hi - o_k))); for t <= lo,
-        s_d(t) >= -(t - c_lo) / v with c_lo = m + v sum_k min(-a_k, a_k tanh(b_k (lo - o_k))). Steps that
-        lie inside the box count with their sign, so opposite steps cancel in the bound too.
+        Each unit tanh(h_j + a_j t) moves monotonically from its value at hi to sign(a_j) as t grows,
+        so for t >= hi the sum S(t) <= S_hi = sum_j max(w_j tanh(h_j + a_j hi), w_j sign(a_j)), the
+        local mean mu(t) <= c_hi = m + R tanh(S_hi / R), and s_d(t) = (mu(t) - t) / v <= -(t - c_hi) / v;
+        for t <= lo likewise with minima, c_lo = m + R tanh(S_lo / R).
         """
         if self.head_kind == "mlp":
             return None
-        m, log_v, a, log_b, o = self.head_parameters(context, dims)
-        b = log_b.exp()
-        var = log_v.exp()
-        c_hi = m + var * torch.maximum(a, a * torch.tanh(b * (hi - o))).sum(-1)
-        c_lo = m + var * torch.minimum(-a, a * torch.tanh(b * (lo - o))).sum(-1)
-        return c_lo, c_hi, var
+        h, w, m, log_v = self.head_parameters(context, dims)
+        far = w * torch.sign(self.head_x)
+        s_hi = torch.maximum(w * torch.tanh(h + self.head_x * hi), far).sum(-1)
+        s_lo = torch.minimum(w * torch.tanh(h + self.head_x * lo), -far).sum(-1)
+        r = self.mean_range
+        return m + r * torch.tanh(s_lo / r), m + r * torch.tanh(s_hi / r), log_v.exp()
 
     def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.conditional_scores(x, y)
 
 
-def _split_head(raw, k):
-    return raw[..., 0], raw[..., 1], raw[..., 2:2 + k], raw[..., 2 + k:2 + 2 * k], raw[..., 2 + 2 * k:]
+class _LocalMeanHeadWithDiagonal(torch.autograd.Function):
+    r"""ARCSM's local-mean head and its derivative along x_d in one pass, with the backward written out.
 
+    Inputs: h (..., D, H), the shared slopes a (H,), amplitudes w (..., D, H), the (bounded) centre m
+    and log-variance log v (..., D), x (..., D), and the range R (a number). With t_j = tanh(h_j + a_j x),
+    q_j = 1 - t_j^2, S = sum_j w_j t_j, T = tanh(S / R), mu = m + R T and lambda = 1/v:
 
-def _bump_scores(m, log_v, a, log_b, o, x, diagonal=False):
-    r"""s = -(x - m) / v + sum_k a_k tanh(b_k (x - o_k)) and, with ``diagonal``, ds/dx (ARCSM's head).
+    .. math:: s = \lambda(\mu - x),\qquad
+              \delta = \partial s/\partial x = \lambda\bigl((1 - T^2) P - 1\bigr),\quad P = \textstyle\sum_j w_j a_j q_j.
 
-    Parameters broadcast against x as (..., D) for m, log v and (..., D, K) for a, log b, o.
-    The derivative reuses the tanh values t_k: ds/dx = sum_k a_k b_k (1 - t_k^2) - 1 / v.
+    Backward for upstream gradients (\bar s, \bar\delta): \overline{\log v} = -(\bar s s + \bar\delta\delta),
+    \bar m = \lambda\bar s, \bar S = (1 - T^2)(\lambda\bar s - 2\bar\delta\lambda T P / R),
+    \bar P = \bar\delta\lambda(1 - T^2); then per unit g_j = q_j w_j(\bar S - 2\bar P a_j t_j) (the gradient
+    of the pre-activation h_j + a_j x): \bar h_j = g_j, \bar w_j = \bar S t_j + \bar P a_j q_j,
+    \bar a_j = \sum_{rows}(g_j x + \bar P w_j q_j), \bar x = \sum_j g_j a_j - \lambda\bar s.
+    Everything is elementwise on (rows, H) plus row sums: t is the only (rows, H) tensor kept. On a
+    CPU the rows go in blocks of ``cpu_block_rows`` so that a block's intermediates stay in the cache
+    (as in :class:`_SiLUHeadWithDiagonal`); on a GPU the whole tensor is one block. Once
+    differentiable (a test compares it with autograd's double backward).
     """
-    precision = torch.exp(-log_v)
-    b = log_b.exp()
-    t = torch.tanh(b * (x.unsqueeze(-1) - o))
-    s = torch.sum(a * t, -1) + (m - x) * precision
-    if not diagonal:
-        return s, None
-    ab = a * b
-    diag = torch.sum(ab - ab * t * t, -1) - precision
-    return s, diag
 
-
-class _BumpHeadWithDiagonal(torch.autograd.Function):
-    r"""ARCSM's head and its derivative along x_d in one pass, with the backward written out (once differentiable).
-
-    Input: the head MLP's output ``raw`` (..., D, 3K + 2) (m, log v, a, log b, o) and x (..., D).
-    With lambda = 1/v, t_k = tanh(b_k u_k), u_k = x - o_k, q_k = 1 - t_k^2:
-
-    .. math:: s = \lambda\,(m - x) + \textstyle\sum_k a_k t_k,\qquad
-              \delta = \partial s/\partial x = \textstyle\sum_k a_k b_k q_k - \lambda.
-
-    For upstream gradients (\bar s, \bar\delta): \bar m = \lambda\bar s, \overline{\log v} = \lambda(\bar\delta - \bar s (m - x)),
-    \bar a_k = \bar s t_k + \bar\delta b_k q_k, and with g_k = a_k q_k(\bar s - 2\bar\delta b_k t_k)
-    (the gradient of z_k = b_k u_k): \overline{\log b}_k = b_k(g_k u_k + \bar\delta a_k q_k),
-    \bar o_k = -b_k g_k, \bar x = -\lambda\bar s + \sum_k b_k g_k. Everything is elementwise on (rows, K):
-    only t is kept for the backward.
-    """
+    cpu_block_rows = 4096
 
     @staticmethod
-    def forward(ctx, raw, x):
-        k = (raw.shape[-1] - 2) // 3
-        m, log_v, a, log_b, o = _split_head(raw, k)
+    def forward(ctx, h, a, w, m, log_v, x, mean_range):
+        shape = h.shape
+        h, w = h.reshape(-1, shape[-1]), w.reshape(-1, shape[-1])
+        m, log_v, x = m.reshape(-1), log_v.reshape(-1), x.reshape(-1)
+        n_rows = h.shape[0]
+        block = n_rows if h.is_cuda else _LocalMeanHeadWithDiagonal.cpu_block_rows
+        t = torch.empty_like(h)
+        S, P = h.new_empty(n_rows), h.new_empty(n_rows)
+        for start in range(0, n_rows, block):
+            r = slice(start, start + block)
+            torch.addcmul(h[r], x[r, None], a, out=t[r]).tanh_()
+            torch.linalg.vecdot(w[r], t[r], out=S[r])
+            wa = w[r] * a
+            P[r] = wa.sum(-1) - torch.linalg.vecdot(wa.mul_(t[r]), t[r])
+        T = torch.tanh(S / mean_range)
         precision = torch.exp(-log_v)
-        b = log_b.exp()
-        t = torch.tanh(b * (x.unsqueeze(-1) - o))
-        s = torch.sum(a * t, -1) + (m - x) * precision
-        ab = a * b
-        diag = torch.sum(ab - ab * t * t, -1) - precision
-        ctx.save_for_backward(raw, x, t)
-        return s, diag
+        s = (m + mean_range * T - x) * precision
+        diag = ((1.0 - T * T) * P - 1.0) * precision
+        ctx.save_for_backward(t, a, w, x, T, P, precision, s, diag)
+        ctx.mean_range, ctx.shape, ctx.block = mean_range, shape, block
+        return s.view(shape[:-1]), diag.view(shape[:-1])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_s, grad_diag):
-        raw, x, t = ctx.saved_tensors
-        k = t.shape[-1]
-        m, log_v, a, log_b, o = _split_head(raw, k)
-        precision = torch.exp(-log_v)
-        b = log_b.exp()
-        u = x.unsqueeze(-1) - o
-        q = 1.0 - t * t
-        gs, gd = grad_s.unsqueeze(-1), grad_diag.unsqueeze(-1)
-        aq = a * q
-        gd_aq = gd * aq
-        g = aq * gs - 2.0 * b * t * gd_aq                       # gradient of z_k = b_k u_k
-        bg = b * g
-        grad_raw = torch.empty_like(raw)
-        grad_raw[..., 0] = grad_s * precision
-        grad_raw[..., 1] = (grad_diag - grad_s * (m - x)) * precision
-        grad_raw[..., 2:2 + k] = gs * t + gd * b * q
-        grad_raw[..., 2 + k:2 + 2 * k] = bg * u + b * gd_aq
-        grad_raw[..., 2 + 2 * k:] = -bg
-        grad_x = bg.sum(-1) - grad_s * precision if ctx.needs_input_grad[1] else None
-        return grad_raw, grad_x
+        t, a, w, x, T, P, precision, s, diag = ctx.saved_tensors
+        grad_s, grad_diag = grad_s.reshape(-1), grad_diag.reshape(-1)
+        u = 1.0 - T * T
+        grad_log_v = -(grad_s * s + grad_diag * diag)
+        grad_m = grad_s * precision
+        grad_S = u * precision * (grad_s - 2.0 * grad_diag * T * P / ctx.mean_range)
+        grad_P = grad_diag * precision * u
+        grad_pre, grad_w = torch.empty_like(t), torch.empty_like(t)
+        grad_a = torch.zeros_like(a)
+        for start in range(0, t.shape[0], ctx.block):
+            r = slice(start, start + ctx.block)
+            tr, gS, gP = t[r], grad_S[r, None], grad_P[r, None]
+            q = torch.addcmul(torch.ones_like(tr), tr, tr, value=-1.0)
+            wq = w[r] * q
+            torch.mul(tr, a, out=grad_pre[r]).mul_(-2.0 * gP).add_(gS).mul_(wq)    # q w (S-bar - 2 P-bar a t)
+            torch.addcmul(gS * tr, gP * q, a, out=grad_w[r])                        # S-bar t + P-bar a q
+            grad_a.addmv_(grad_pre[r].t(), x[r]).addmv_(wq.t(), grad_P[r])
+        grad_x = grad_pre @ a - grad_s * precision if ctx.needs_input_grad[5] else None
+        shape = ctx.shape
+        return (grad_pre.view(shape), grad_a, grad_w.view(shape), grad_m.view(shape[:-1]),
+                grad_log_v.view(shape[:-1]), None if grad_x is None else grad_x.view(shape[:-1]), None)
 
 
 def _silu_parts_into(h, sig, p, z, g):
