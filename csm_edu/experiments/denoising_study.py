@@ -107,7 +107,8 @@ def load_checkpoint(path=None):
     ``weights_only=True`` (float16 weights cast to float32, masked entries zero)."""
     state = resources.load_checkpoint(CHECKPOINT, source=path)
     saved = {k: v for k, v in state["settings"].items() if k in FULL_SETTINGS}   # options of older ARCSMs dropped
-    st = dict(FULL_SETTINGS, **saved, sigmas=tuple(state["settings"]["sigmas"]))
+    st = dict(FULL_SETTINGS, **saved)
+    st["sigmas"] = tuple(st["sigmas"])
     model = build_denoiser(st)
     masks = _masks(model)
     with torch.no_grad():
