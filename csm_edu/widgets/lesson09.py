@@ -138,6 +138,29 @@ def scaling_panel(rows: List[dict]):
                                     "memory": memory}, columns=2)
 
 
+class MeasureBar:
+    """A tqdm.auto bar for :func:`csm_edu.experiments.scaling.measure`'s ``progress`` callable.
+
+    Each call (one objective measured at one D) advances the bar and shows the line as its postfix;
+    use it as a context manager so the bar is closed (exact SM's skipped sizes leave it short of
+    ``total``). ``disable=True``: silent.
+    """
+
+    def __init__(self, total: int, *, desc: str = "timing the objectives", disable: bool = False):
+        from tqdm.auto import tqdm
+        self.bar = tqdm(total=total, desc=desc, unit="run", leave=False, disable=disable)
+
+    def __call__(self, line: str) -> None:
+        self.bar.set_postfix_str(" ".join(line.split()), refresh=False)
+        self.bar.update()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()
+
+
 def stability_view(curves: List[dict], runs: List[dict], lr: float, smooth: int = 5):
     """Loss curves of every objective and seed at one learning rate, and the bits/dim spread.
 
