@@ -28,3 +28,11 @@ def test_log_ticks_are_plain_text():
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels and not any("$" in t for t in labels) and "D = 8" in readout
     plt.close(fig)
+
+
+def test_panel_builds_with_every_max_dim_drawn():
+    rows = [dict(dim=d, objective=o, ms=float(d), saved_mb=1.0, peak_mb=float("nan"), how="measured")
+            for d in (2, 8, 32) for o in scaling.OBJECTIVE_NAMES]
+    panel = lesson09.scaling_panel(rows)
+    assert panel is not None
+    plt.close("all")
