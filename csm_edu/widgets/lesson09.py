@@ -116,10 +116,8 @@ def ratio_view(rows: List[dict], title: str = "", ax=None):
 def scaling_panel(rows: List[dict]):
     """Checkboxes for the objectives, a slider over the measured D values, log/linear and time/memory toggles.
 
-    Each setting's :func:`scaling_view` figure is drawn once and kept as pixels
-    (:func:`csm_edu.viz.figure_pixels`): a setting seen before, and every ``max D`` at the default
-    settings (drawn when the panel is built), shows at almost no cost, a new one takes a few tenths
-    of a second on one core.
+    Each redraw is one :func:`scaling_view` figure, drawn once and shown as its pixels
+    (:func:`csm_edu.viz.figure_pixels`): a few tenths of a second on one core.
     """
     import ipywidgets as widgets
 
@@ -130,20 +128,11 @@ def scaling_panel(rows: List[dict]):
     log_scale = widgets.Checkbox(value=True, description="log axes")
     memory = widgets.Checkbox(value=False, description="memory instead of time")
 
-    frames = {}
-
     def view(max_dim, objectives, log_scale, memory):
-        key = (int(max_dim), tuple(objectives), bool(log_scale), bool(memory))
-        if key not in frames:
-            fig, readout = scaling_view(rows, objectives=list(objectives), max_dim=max_dim, log_scale=log_scale,
-                                        memory=memory)
-            # drawn once and kept as pixels: the notebook's display (bbox "tight") would draw the figure twice
-            frames[key] = (viz.figure_pixels(fig), readout)
-        pixels, readout = frames[key]
-        return viz.pixels_figure(pixels), readout
-
-    for d in dims:                      # the slider's every position at the default settings, drawn now
-        plt.close(view(d, OBJECTIVE_NAMES, True, False)[0])
+        fig, readout = scaling_view(rows, objectives=list(objectives), max_dim=max_dim, log_scale=log_scale,
+                                    memory=memory)
+        # drawn once here and shown as an image: the notebook's display (bbox "tight") would draw it twice
+        return viz.pixels_figure(viz.figure_pixels(fig)), readout
 
     return interactive_panel(view, {"max_dim": max_dim, "objectives": objectives, "log_scale": log_scale,
                                     "memory": memory}, columns=2)
