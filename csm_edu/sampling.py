@@ -54,10 +54,54 @@ class _DivergenceWatch:
     close = check
 
 
+class _StepBar:
+    """The samplers' optional progress bar (``progress=True``): a tqdm.auto bar over the steps.
+
+    tqdm.auto renders in JupyterLab, VS Code and Colab, and as text in a terminal. Off by default
+    (library calls stay silent); when on, the bar is advanced in blocks of :data:`CHECK_EVERY`
+    steps, so it costs next to nothing per step, and it is closed (removed) when the run ends or
+    raises. ``postfix`` (a callable giving a short string) is shown next to the count, e.g. MALA's
+    acceptance rate so far.
+    """
+
+    def __init__(self, progress: bool, total: int, desc: str, *, unit: str = "step",
+                 postfix: Optional[Callable[[], str]] = None):
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False, mininterval=0.5)
+        self.postfix, self.pending = postfix, 0
+
+    def update(self, n: int = 1) -> None:
+        if self.bar is None:
+            return
+        self.pending += n
+        if self.pending >= CHECK_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.bar is not None and self.pending:
+            if self.postfix is not None:
+                self.bar.set_postfix_str(self.postfix(), refresh=False)
+            self.bar.update(self.pending)
+            self.pending = 0
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.flush()
+            self.bar.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def langevin(score_fn: Callable, x0: torch.Tensor, *, step_size: float, steps: int,
              record_every: Optional[int] = None, noise: bool = True,
              log_prob_fn: Optional[Callable] = None, generator: Optional[torch.Generator] = None,
-             info: Optional[dict] = None):
+             info: Optional[dict] = None, progress: bool = False):
     r"""Run (unadjusted or Metropolis-adjusted) Langevin dynamics from ``x0`` of shape (n, D).
 
     Returns the final samples; with ``record_every=k`` returns ``(samples, trajectory)`` where
@@ -69,6 +113,7 @@ def langevin(score_fn: Callable, x0: torch.Tensor, *, step_size: float, steps: i
               q(x'\mid x) = N\bigl(x';\, x + \tfrac{\epsilon}{2}s(x),\, \epsilon I\bigr),
 
     and ``info['acceptance_rate']`` is filled in when a dict is passed as ``info``.
+    ``progress=True`` shows a tqdm bar over the steps (MALA's: with the acceptance rate so far).
     """
     x = checks.as_batch(x0, "x0").detach().clone()
     step_size = checks.positive(step_size, "step_size")
@@ -80,8 +125,10 @@ def langevin(score_fn: Callable, x0: torch.Tensor, *, step_size: float, steps: i
     trajectory = [x.clone()] if record_every else None
     accepted = 0.0
     sqrt_eps = step_size ** 0.5
-    watch = _DivergenceWatch("Langevin" if log_prob_fn is None else "MALA", step_size)
-    with torch.no_grad():
+    where = "Langevin" if log_prob_fn is None else "MALA"
+    watch = _DivergenceWatch(where, step_size)
+    rate = (lambda: f"accepted {accepted / max(bar.bar.n + bar.pending, 1):.2f}") if log_prob_fn is not None else None
+    with torch.no_grad(), _StepBar(progress, steps, where, postfix=rate) as bar:
         s = score_fn(x)
         logp = log_prob_fn(x) if log_prob_fn is not None else None
         for t in range(1, steps + 1):
@@ -106,6 +153,7 @@ def langevin(score_fn: Callable, x0: torch.Tensor, *, step_size: float, steps: i
                 logp = torch.where(accept, logp_prop, logp)
             if record_every and t % record_every == 0:
                 trajectory.append(x.clone())
+            bar.update()
         watch.close(steps)
     if info is not None:
         info["steps"] = steps
@@ -116,7 +164,8 @@ def langevin(score_fn: Callable, x0: torch.Tensor, *, step_size: float, steps: i
 
 def annealed_langevin(score_fn: Callable, x0: torch.Tensor, sigmas, *, steps_per_sigma: int = 100,
                       step_size: float = 2e-5, record_every: Optional[int] = None,
-                      denoise_last: bool = False, generator: Optional[torch.Generator] = None):
+                      denoise_last: bool = False, generator: Optional[torch.Generator] = None,
+                      progress: bool = False):
     r"""Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1).
 
     For each level sigma_i (largest first) run ``steps_per_sigma`` Langevin steps on the
@@ -124,7 +173,7 @@ def annealed_langevin(score_fn: Callable, x0: torch.Tensor, sigmas, *, steps_per
     alpha_i = step_size * sigma_i^2 / sigma_L^2, so the signal-to-noise ratio of every step is the
     same at every level. ``denoise_last=True`` finishes with one Tweedie step
     x + sigma_L^2 s(x, sigma_L). Returns samples, or ``(samples, trajectory)`` with
-    ``record_every``.
+    ``record_every``. ``progress=True`` shows a tqdm bar over all steps (levels x steps_per_sigma).
     """
     x = checks.as_batch(x0, "x0").detach().clone()
     sigmas = checks.sigma_sequence(sigmas, decreasing=True)
@@ -136,7 +185,7 @@ def annealed_langevin(score_fn: Callable, x0: torch.Tensor, sigmas, *, steps_per
     sigma_last = float(sigmas[-1])
     t = 0
     watch = _DivergenceWatch("Annealed Langevin", step_size)
-    with torch.no_grad():
+    with torch.no_grad(), _StepBar(progress, len(sigmas) * steps_per_sigma, "Annealed Langevin") as bar:
         for sigma in sigmas.tolist():
             alpha = step_size * (sigma / sigma_last) ** 2
             sigma_vec = torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device)
@@ -147,6 +196,7 @@ def annealed_langevin(score_fn: Callable, x0: torch.Tensor, sigmas, *, steps_per
                 watch.update(x, t)
                 if record_every and t % record_every == 0:
                     trajectory.append(x.clone())
+                bar.update()
         watch.close(t)
         if denoise_last:
             x = x + sigma_last ** 2 * score_fn(x, torch.full((x.shape[0],), sigma_last, dtype=x.dtype, device=x.device))
@@ -155,7 +205,8 @@ def annealed_langevin(score_fn: Callable, x0: torch.Tensor, sigmas, *, steps_per
 
 def autoregressive_langevin(model, n: int, *, steps: int = 200, step_size: float = 0.01, sigmas=None,
                             x0=None, y: Optional[torch.Tensor] = None, bounds: Optional[Sequence[float]] = None,
-                            generator: Optional[torch.Generator] = None, record_every: Optional[int] = None):
+                            generator: Optional[torch.Generator] = None, record_every: Optional[int] = None,
+                            progress: bool = False):
     r"""Sample an autoregressive score model one variable at a time, by 1-D Langevin on each conditional.
 
     For d in ``model.order``: the context c_d of x_<d (already sampled) is computed once, then
@@ -175,7 +226,8 @@ def autoregressive_langevin(model, n: int, *, steps: int = 200, step_size: float
     (:func:`reflect`), so the head is only ever read inside the box and a large step cannot run
     into an untrained region. Returns (n, D) samples, or
     ``(samples, trajectory)`` with ``record_every=k``, trajectory (T, n, D) holding the start and the
-    state after every k-th step (steps counted over all variables and levels).
+    state after every k-th step (steps counted over all variables and levels). ``progress=True``
+    shows a tqdm bar over those steps (D x levels x steps).
     """
     n = checks.positive_int(n, "n")
     steps = checks.positive_int(steps, "steps")
@@ -200,7 +252,7 @@ def autoregressive_langevin(model, n: int, *, steps: int = 200, step_size: float
     trajectory = [x.clone()] if record_every else None
     t = 0
     watch = _DivergenceWatch("Autoregressive Langevin", step_size)
-    with torch.no_grad():
+    with torch.no_grad(), _StepBar(progress, dim * len(alphas) * steps, "Autoregressive Langevin") as bar:
         for d in model.order.tolist():
             dims = torch.tensor([d], device=device)
             context_d = model.context(x, y)[:, d:d + 1]                 # (n, 1, C): fixed while x_d moves
@@ -216,13 +268,15 @@ def autoregressive_langevin(model, n: int, *, steps: int = 200, step_size: float
                     if record_every and t % record_every == 0:
                         x[:, d:d + 1] = x_d
                         trajectory.append(x.clone())
+                    bar.update()
             x[:, d:d + 1] = x_d
         watch.close(t)
     return (x, torch.stack(trajectory)) if record_every else x
 
 
 def autoregressive_inverse_cdf(model, n: int, *, bounds: Sequence[float], n_nodes: int = 256,
-                               y: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None):
+                               y: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
+                               progress: bool = False):
     r"""Sample an autoregressive score model one variable at a time, *exactly* up to a grid, by inverse CDF.
 
     The conditional score fixes each 1-D conditional on [lo, hi] up to its normaliser,
@@ -235,7 +289,7 @@ def autoregressive_inverse_cdf(model, n: int, *, bounds: Sequence[float], n_node
     so nothing to tune and nothing to mix: the samples follow the model's own conditionals, which
     tells a weak *sampler* (:func:`autoregressive_langevin`) from a weak *model*.
     ``model`` needs ``dim``, ``order``, ``context(x, y)`` and a broadcasting ``head(context, x, dims)``.
-    Returns (n, D) samples inside [lo, hi].
+    Returns (n, D) samples inside [lo, hi]. ``progress=True`` shows a tqdm bar over the D variables.
     """
     n = checks.positive_int(n, "n")
     n_nodes = checks.positive_int(n_nodes, "n_nodes", minimum=2)
@@ -244,7 +298,7 @@ def autoregressive_inverse_cdf(model, n: int, *, bounds: Sequence[float], n_node
     h = (hi - lo) / n_nodes
     nodes = torch.linspace(lo, hi, n_nodes + 1, dtype=dtype, device=device).view(1, -1, 1)   # (1, G + 1, 1)
     x = torch.full((n, dim), 0.5 * (lo + hi), dtype=dtype, device=device)
-    with torch.no_grad():
+    with torch.no_grad(), _StepBar(progress, dim, "Inverse-CDF sampling", unit="variable") as bar:
         for d in model.order.tolist():
             context_d = model.context(x, y)[:, d:d + 1].unsqueeze(1)                          # (n, 1, 1, C)
             s = model.head(context_d, nodes, torch.tensor([d], device=device))[..., 0]       # (n, G + 1)
@@ -257,6 +311,7 @@ def autoregressive_inverse_cdf(model, n: int, *, bounds: Sequence[float], n_node
             cell = torch.multinomial(torch.softmax(log_mass, 1).cpu(), 1, generator=generator)[:, 0].to(device)
             offset = torch.rand(n, generator=generator, dtype=dtype).to(device)
             x[:, d] = lo + h * (cell.to(dtype) + offset)
+            bar.update()
     return x
 
 

@@ -131,3 +131,28 @@ def test_bad_arguments():
         sampling.langevin(target.score, torch.zeros(3), step_size=0.1, steps=5)
     with pytest.raises(ValueError, match="sigmas"):
         sampling.annealed_langevin(lambda x, s: x, torch.zeros(3, 2), [1.0, -0.1])
+
+
+@pytest.mark.parametrize("mala", [False, True])
+def test_langevin_progress_bar_shows_the_steps_and_changes_nothing(capsys, mala):
+    target = _gaussian()
+    kw = dict(step_size=0.1, steps=300, log_prob_fn=target.log_prob if mala else None)
+    quiet = sampling.langevin(target.score, torch.zeros(50, 2), generator=torch.Generator().manual_seed(3), **kw)
+    assert capsys.readouterr().err == ""                                   # off by default: silent
+    shown = sampling.langevin(target.score, torch.zeros(50, 2), generator=torch.Generator().manual_seed(3),
+                              progress=True, **kw)
+    err = capsys.readouterr().err
+    assert ("MALA" if mala else "Langevin") in err and "/300" in err       # a tqdm bar over the 300 steps
+    assert torch.equal(quiet, shown)                                       # same draws, same samples
+
+
+def test_every_sampler_takes_a_keyword_only_progress_option(capsys):
+    import inspect
+    for fn in (sampling.langevin, sampling.annealed_langevin, sampling.autoregressive_langevin,
+               sampling.autoregressive_inverse_cdf):
+        param = inspect.signature(fn).parameters["progress"]
+        assert param.kind is inspect.Parameter.KEYWORD_ONLY and param.default is False, fn.__name__
+    score = _mixture_noised_score(D.two_modes(weights=(0.5, 0.5), separation=4.0, std=1.0))
+    sampling.annealed_langevin(score, torch.zeros(20, 2), [2.0, 1.0], steps_per_sigma=15, progress=True,
+                               generator=torch.Generator().manual_seed(0))
+    assert "/30" in capsys.readouterr().err                                 # 2 levels x 15 steps

@@ -65,3 +65,16 @@ def test_panel_builds_headless():
     panel = lesson08.normaliser_spread_panel()
     assert panel is not None
     plt.close("all")
+
+
+def test_panel_tiles_show_the_figure_of_every_setting():
+    tiles = lesson08._SpreadTiles(dims=(1, 4), sizes=(1, 16), n_repeats=20, progress=False)
+    for d in (1, 4):
+        for s in (1, 16):
+            fig, text = tiles(d, s)
+            assert text == lesson08.normaliser_spread_figure(d, s, n_repeats=20)[1]   # the same numbers
+            (image,) = fig.axes[0].get_images()
+            assert image.get_array().shape[1] == tiles.left[d, s].shape[1] + tiles.right[s].shape[1]
+            plt.close("all")
+    with pytest.raises(ValueError, match="no stored setting"):
+        tiles(2, 16)

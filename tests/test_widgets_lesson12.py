@@ -54,3 +54,15 @@ def test_vae_experiment_runs_and_tabulates():
     fig = lesson12.training_curves_figure(hists)
     assert len(fig.axes[0].lines) == len(rows)
     plt.close(fig)
+
+
+def test_panel_tiles_hold_every_setting(fitted):
+    tiles = lesson12._FieldTiles(fitted, progress=False)
+    assert set(tiles.right) == set(fitted)
+    fig, text = tiles("SSM", SIZES[0])
+    assert text == lesson12.estimator_field_figure(fitted, "SSM", SIZES[0])[1]
+    (image,) = fig.axes[0].get_images()
+    assert image.get_array().shape[1] == 2 * tiles.left.shape[1]          # true field | fitted field
+    plt.close("all")
+    with pytest.raises(ValueError, match="no fitted estimator"):
+        tiles("Stein", 7)

@@ -4,10 +4,24 @@ from typing import List, Sequence
 
 import matplotlib.pyplot as plt
 
+from .. import viz
 from ..experiments.scaling import OBJECTIVE_NAMES
 from .base import interactive_panel
 
 COLORS = {"exact SM": "tab:red", "SSM": "tab:orange", "SSM-VR": "tab:olive", "DSM": "tab:blue", "CSM": "tab:green"}
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079")
+
+
+def _power_of_ten(value, _pos=None) -> str:
+    """A log-axis tick label such as 10\u00b3 in plain text (Unicode superscripts), not mathtext."""
+    if value <= 0:
+        return ""
+    exponent = math.log10(value)
+    if abs(exponent - round(exponent)) > 1e-6:
+        return f"{value:g}"
+    return "10" + str(int(round(exponent))).translate(_SUPERSCRIPT)
 
 
 def scaling_view(rows: List[dict], *, objectives: Sequence[str] = OBJECTIVE_NAMES, max_dim: int = 784,
@@ -23,6 +37,7 @@ def scaling_view(rows: List[dict], *, objectives: Sequence[str] = OBJECTIVE_NAME
         raise ValueError("choose at least one objective")
     key = "saved_mb" if memory else "ms"
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig.subplots_adjust(left=0.15, right=0.98, bottom=0.15, top=0.97)   # fixed margins: no layout pass per redraw
     shown = [r for r in rows if r["dim"] <= max_dim]
     if not shown:
         raise ValueError(f"no measurement with D <= {max_dim}; raise max_dim")
@@ -42,11 +57,12 @@ def scaling_view(rows: List[dict], *, objectives: Sequence[str] = OBJECTIVE_NAME
             ax.plot(*zip(*extra), "o", mfc="white", color=c, ms=5)
             any_extrapolated = True
     if log_scale:
-        from matplotlib.ticker import LogLocator, NullFormatter, NullLocator
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.yaxis.set_major_locator(LogLocator(base=10, numticks=8))
         ax.yaxis.set_minor_locator(NullLocator())        # fewer ticks to lay out: each redraw stays well under 0.5 s
+        ax.yaxis.set_major_formatter(FuncFormatter(_power_of_ten))   # plain text: mathtext is most of a redraw
         ax.xaxis.set_minor_formatter(NullFormatter())
         dims = sorted({r["dim"] for r in shown})
         ax.set_xticks(dims, [str(d) for d in dims], fontsize=7)
@@ -98,7 +114,11 @@ def ratio_view(rows: List[dict], title: str = "", ax=None):
 
 
 def scaling_panel(rows: List[dict]):
-    """Checkboxes for the objectives, a slider over the measured D values, log/linear and time/memory toggles."""
+    """Checkboxes for the objectives, a slider over the measured D values, log/linear and time/memory toggles.
+
+    Each redraw is one :func:`scaling_view` figure, drawn once and shown as its pixels
+    (:func:`csm_edu.viz.figure_pixels`): a few tenths of a second on one core.
+    """
     import ipywidgets as widgets
 
     dims = sorted({r["dim"] for r in rows})
@@ -109,10 +129,36 @@ def scaling_panel(rows: List[dict]):
     memory = widgets.Checkbox(value=False, description="memory instead of time")
 
     def view(max_dim, objectives, log_scale, memory):
-        return scaling_view(rows, objectives=list(objectives), max_dim=max_dim, log_scale=log_scale, memory=memory)
+        fig, readout = scaling_view(rows, objectives=list(objectives), max_dim=max_dim, log_scale=log_scale,
+                                    memory=memory)
+        # drawn once here and shown as an image: the notebook's display (bbox "tight") would draw it twice
+        return viz.pixels_figure(viz.figure_pixels(fig)), readout
 
     return interactive_panel(view, {"max_dim": max_dim, "objectives": objectives, "log_scale": log_scale,
                                     "memory": memory}, columns=2)
+
+
+class MeasureBar:
+    """A tqdm.auto bar for :func:`csm_edu.experiments.scaling.measure`'s ``progress`` callable.
+
+    Each call (one objective measured at one D) advances the bar and shows the line as its postfix;
+    use it as a context manager so the bar is closed (exact SM's skipped sizes leave it short of
+    ``total``). ``disable=True``: silent.
+    """
+
+    def __init__(self, total: int, *, desc: str = "timing the objectives", disable: bool = False):
+        from tqdm.auto import tqdm
+        self.bar = tqdm(total=total, desc=desc, unit="run", leave=False, disable=disable)
+
+    def __call__(self, line: str) -> None:
+        self.bar.set_postfix_str(" ".join(line.split()), refresh=False)
+        self.bar.update()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()
 
 
 def stability_view(curves: List[dict], runs: List[dict], lr: float, smooth: int = 5):

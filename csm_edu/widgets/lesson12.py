@@ -8,6 +8,7 @@ maths); :func:`estimator_field_figure` draws a fitted estimator's score field ne
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import matplotlib.pyplot as plt
+import numpy as np
 
 from .. import viz
 from .. import vae as V
@@ -33,23 +34,73 @@ def estimator_field_figure(fitted: Dict, name: str, sample_size: int, *, target=
                          color="orange", title=f"{name}, {sample_size} samples")
     viz.plot_samples(entry["samples"][:400], ax=axes[1], window=window, s=3.0)
     fig.tight_layout()
+    return fig, _field_readout(entry, name, sample_size)
+
+
+def _field_readout(entry, name, sample_size) -> str:
     ratio = entry["fisher"] / entry["information"]
-    readout = (f"{name} with {sample_size} samples: Fisher divergence {entry['fisher']:.3f} "
-               f"({100 * ratio:.1f}% of the Fisher information {entry['information']:.2f}); fit {entry['seconds']:.2f} s")
-    return fig, readout
+    return (f"{name} with {sample_size} samples: Fisher divergence {entry['fisher']:.3f} "
+            f"({100 * ratio:.1f}% of the Fisher information {entry['information']:.2f}); fit {entry['seconds']:.2f} s")
 
 
-def estimator_panel(fitted: Dict, target=None):
+def _tile(draw, *, size=(4.2, 4.0)):
+    """``draw(ax)`` on a figure of fixed size and margins, drawn once; its RGBA pixels (the figure is closed)."""
+    fig = plt.figure(figsize=size)
+    ax = fig.add_axes((0.1, 0.08, 0.86, 0.84))          # fixed margins: no layout pass, tiles of one size line up
+    draw(ax)
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba()).copy()
+    plt.close(fig)
+    return pixels
+
+
+class _FieldTiles:
+    """:func:`estimator_field_figure` at every (estimator, sample size) of ``fitted``, drawn once as pixel tiles.
+
+    The left tile (the true field) is the same for every setting and the right one (the fitted
+    field with its samples) is one per setting: all drawn when the panel is built, so a redraw only
+    puts two stored tiles side by side and shows them (:func:`csm_edu.viz.pixels_figure`).
+    """
+
+    def __init__(self, fitted: Dict, target=None, *, window: Sequence[float] = BANANA_WINDOW, n_arrows: int = 15,
+                 progress: bool = True):
+        from tqdm.auto import tqdm
+        target = target or implicit_target()
+        self.left = _tile(lambda ax: viz.plot_score_field(target.score, window=window, resolution=n_arrows, ax=ax,
+                                                          log_prob_fn=target.log_prob, title="true score"))
+        self.right, self.readouts = {}, {}
+        for (name, size), entry in tqdm(fitted.items(), desc="drawing the panel's settings", leave=False,
+                                        disable=not progress, mininterval=0.5):
+            def draw(ax, entry=entry, name=name, size=size):
+                viz.plot_score_field(entry["estimator"].score, window=window, resolution=n_arrows, ax=ax,
+                                     log_prob_fn=target.log_prob, color="orange", title=f"{name}, {size} samples")
+                viz.plot_samples(entry["samples"][:400], ax=ax, window=window, s=3.0)
+            self.right[name, size] = _tile(draw)
+            self.readouts[name, size] = _field_readout(entry, name, size)
+
+    def __call__(self, name, sample_size):
+        key = (name, int(sample_size))
+        if key not in self.right:
+            raise ValueError(f"no fitted estimator for {key}; available: {sorted(self.right)}")
+        return viz.pixels_figure(np.concatenate([self.left, self.right[key]], axis=1)), self.readouts[key]
+
+
+def estimator_panel(fitted: Dict, target=None, *, progress: bool = True):
     """Dropdown (estimator) and slider (number of samples, the sizes in ``fitted``) around
-    :func:`estimator_field_figure`."""
+    :func:`estimator_field_figure`.
+
+    Every setting is drawn when the panel is built (:class:`_FieldTiles`, a progress bar), so a
+    change of estimator or sample size only shows stored pixels.
+    """
     import ipywidgets as widgets
 
     names = sorted({k[0] for k in fitted}, key=lambda n: ESTIMATOR_NAMES.index(n) if n in ESTIMATOR_NAMES else 99)
     sizes = sorted({k[1] for k in fitted})
+    tiles = _FieldTiles(fitted, target, progress=progress)
     controls = {"name": widgets.Dropdown(options=names, value=names[0], description="estimator"),
                 "sample_size": widgets.SelectionSlider(options=sizes, value=sizes[-1], description="samples",
                                                      continuous_update=False)}
-    return interactive_panel(lambda name, sample_size: estimator_field_figure(fitted, name, sample_size, target=target), controls)
+    return interactive_panel(lambda name, sample_size: tiles(name, sample_size), controls)
 
 
 def fisher_table(fitted: Dict) -> str:
