@@ -18,8 +18,9 @@ def train_lesson_models(x: torch.Tensor, *, steps: int, batch_size: int = 256, l
     """Train AR-CSM (CSM with ``background``, see :func:`csm_edu.objectives.composite_score_matching`),
     GaussianMADE and MixtureMADE (maximum likelihood) on ``x``.
 
-    All three use the same ResMADE backbone size and the same Adam schedule
-    (:func:`csm_edu.train.fit`), on the CPU (faster than a GPU for these small 2-D models).
+    All three use the same ResMADE backbone size and the same Adam schedule; the AR-CSM's head
+    (:class:`~csm_edu.models.ARCSM`'s default) caps its conditional variances at the largest variance
+    of a coordinate of ``x``. All train (:func:`csm_edu.train.fit`) on the CPU (faster than a GPU for these small 2-D models).
     ``without_background=True`` adds an AR-CSM trained by plain CSM. The AR-CSMs' densities live on
     ``bounds`` with ``n_nodes`` quadrature nodes (:meth:`~csm_edu.models.ARCSM.set_support`), so every
     model answers ``log_prob(x)``. ``names`` trains only those of the models (e.g. ``["AR-CSM"]``);
@@ -30,8 +31,12 @@ def train_lesson_models(x: torch.Tensor, *, steps: int, batch_size: int = 256, l
     dim = x.shape[1]
     csm = lambda eps: (lambda m, b: objectives.composite_score_matching(  # noqa: E731
         m, b, background=eps, background_scale=background_scale))
-    arcsm = lambda: ARCSM(dim, hidden=hidden, head_hidden=hidden, order=order).set_support(  # noqa: E731
-        bounds=bounds, n_nodes=n_nodes)
+    # no conditional is wider than the widest marginal: the head's variance cap (ARCSM's max_variance) is
+    # the largest per-dimension data variance (on the moons the cap of 1 cost about 1 nat: the first
+    # conditional there has variance 3)
+    max_variance = float(x.var(0).max())
+    arcsm = lambda: ARCSM(dim, hidden=hidden, head_hidden=hidden, order=order,  # noqa: E731
+                          max_variance=max_variance).set_support(bounds=bounds, n_nodes=n_nodes)
     plan = [("AR-CSM", arcsm, csm(background))]
     if without_background:
         plan.append(("AR-CSM, no background", arcsm, csm(0.0)))

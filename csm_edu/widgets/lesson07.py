@@ -228,3 +228,18 @@ def grid_log_density(model, *, n_fine: int = 1024):
         return torch.where(inside, out, torch.full_like(out, -float("inf"))).to(z.dtype)
 
     return log_density
+
+
+def format_study(summary: List[dict]) -> str:
+    """A plain-text table of :func:`csm_edu.experiments.toy_density.study_summary` rows: per set and
+    model the mean test log-likelihood over seeds with its range, the mean gap to the true density
+    (with its range), the box test's largest difference and the small mode's weight (product targets)."""
+    lines = [f"{'data':11s} {'D':>2s} {'model':13s} {'log-lik (min..max)':>26s} {'gap to truth (min..max)':>26s}"
+             f" {'box diff':>9s} {'small mode':>10s}"]
+    for r in summary:
+        ll = f"{r['log_lik']:7.3f} ({r['log_lik_min']:.3f}..{r['log_lik_max']:.3f})"
+        gap = "n/a" if r["gap"] is None else f"{r['gap']:6.3f} ({r['gap_min']:.3f}..{r['gap_max']:.3f})"
+        box = "" if r["box_diff"] is None else f"{r['box_diff']:.4f}"
+        small = "" if r["small_mode"] is None else f"{r['small_mode']:.3f}"
+        lines.append(f"{r['set']:11s} {r['dim']:2d} {r['model']:13s} {ll:>26s} {gap:>26s} {box:>9s} {small:>10s}")
+    return "\n".join(lines)
