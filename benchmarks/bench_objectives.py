@@ -230,7 +230,7 @@ def main():
             if num in mb and den in mb:
                 ratio = mb[num] / mb[den]
                 rows.append(dict(benchmark="bench_objectives memory ratio", config=f"EnergyMLP {args.hidden}x2",
-                                 dim=dim, numerator=num, denominator=den, ratio=ratio, ratio_lo=ratio, ratio_hi=ratio,
+                                 dim=dim, numerator=f"{num} memory", denominator=f"{den} memory", ratio=ratio, ratio_lo=ratio, ratio_hi=ratio,
                                  numerator_ms=float("nan"), denominator_ms=float("nan"), rounds=2))
                 table.append(f"| {dim} | memory | {num} / {den} | {ratio:.2f} | | |")
                 print(table[-1], flush=True)
