@@ -120,21 +120,26 @@ def score_and_trace(score_fn: ScoreFn, x: torch.Tensor, *, method: str = "auto",
 
     'auto' is 'batched' with ``chunk_size`` rows per pass (default 8), falling back to the loop
     where a backward formula cannot be batched. All compute the same D vector-Jacobian products
-    and agree to rounding. Measured (``benchmarks/bench_objectives.py``, energy MLP D-128-128-1,
-    batch 256, one CPU thread, loss + backward; time / torchebm's ``vmap(jacrev)``, peak tensor
-    memory in MB, batched k=8 / loop / torchebm):
+    and agree to rounding. Measured by ``benchmarks/bench_objectives.py`` (committed CSV
+    ``benchmarks/results/ratios_objectives_cpu.csv``): energy MLP D-128-128-1, batch 256, one CPU
+    thread, loss + backward, CPU time in turns with torchebm's ``vmap(jacrev)`` exact SM (median
+    of 15 rounds on a shared machine, whose round-to-round spread is about +-0.1); peak live
+    tensor memory of one step in MB:
 
-    ====  ============  =============  ===================
-    D     batched k=8   vmap k=16      peak MB
-    ====  ============  =============  ===================
-    2     0.49          0.60           6.2 / 6.3 / 8.0
-    16    0.77          0.85           31 / 35 / 34
-    64    0.70          0.70           116 / 135 / 128
-    128   0.75          0.69           236 / 275 / 261
-    ====  ============  =============  ===================
+    ====  ==============  =============  ======  =========================
+    D     batched k=8     vmap k=16      loop    peak MB: batched/loop/peer
+    ====  ==============  =============  ======  =========================
+    2     0.59            0.73           0.62    6.2 / 6.3 / 8.0
+    16    0.84            0.88           1.26    31 / 35 / 35
+    64    0.92            0.97           1.36    116 / 135 / 128
+    128   1.02            0.96           1.44    236 / 275 / 261
+    ====  ==============  =============  ======  =========================
 
-    (the loop: 0.56, 0.94, 1.12, 1.04). Both batched forms keep no more memory than the loop; the
-    batched backward needs no ``torch.func`` tracing of the score, so 'auto' uses it.
+    At D = 128 the three vectorised forms are at parity with torchebm (batched k=8: 0.98, 0.89
+    and 1.02 in three runs; k=16 or 32 and vmap k=8-32 within the same spread): the work is the
+    same D vector-Jacobian products and their weight gradient. 'auto' takes the batched form: as
+    fast as vmap, no ``torch.func`` tracing of the score, no per-row assumption, and memory
+    below the loop's (vmap k=16: 0.8-0.94x the loop's).
     """
     checks.one_of(method, "method", TRACE_METHODS)
     x = checks.as_batch(x, "x")
