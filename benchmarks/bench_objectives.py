@@ -5,10 +5,11 @@ step is the loss plus its backward pass (the optimiser update is the same for ev
 Objectives, timed in turns (``csm_edu.experiments.timing.ratios_in_turns``, several rounds, the
 spread over rounds reported):
 
-- ``exact SM``: csm_edu's default trace (``trace="auto"``: batched backward passes of 8 Jacobian
-  rows each, ``objectives.score_and_trace_batched``);
+- ``exact SM``: csm_edu's default trace (``trace="auto"``; for an EnergyMLP's score the forward
+  Laplacian, ``objectives.score_and_trace_forward``);
+- ``exact SM batched``: the generic vectorised trace that 'auto' uses for any other score
+  (``trace="batched"``, 8 Jacobian rows per batched backward pass);
 - ``exact SM loop``: the D-backward-pass loop of lesson 03 (``trace="loop"``);
-- ``exact SM vmap``: ``trace="vmap", chunk_size=16`` (torch.func, 16 rows at a time);
 - ``SSM``: sliced score matching, one projection;
 - ``torchebm exact SM``: ``torchebm.losses.ScoreMatching(hessian_method="exact")`` (its trace is
   ``vmap(jacrev(...))``), only when torchebm is importable. torchebm is never a dependency of the
@@ -28,7 +29,7 @@ what is alive at each moment: the autograd graph's saved tensors plus the tempor
 of that total over the step is deterministic (the same number every time: the benchmark
 measures it twice and stops if the two differ) and independent of the allocator, unlike the
 resident set size, whose high-water mark also counts freed memory that glibc keeps (it made the
-vmap path look 2x the loop when their live tensors differ by 15%). Scratch buffers that a kernel
+vmap path look 2x the loop when its live tensors were 15% fewer). Scratch buffers that a kernel
 allocates and frees inside one operation are not seen. As a cross-check the mode also samples
 glibc's ``mallinfo2`` in-use bytes after every operation (``malloc peak MB``); from the second
 step on it agrees with the tensor count to within a few percent.
@@ -62,14 +63,14 @@ except ImportError:   # the kit never needs it
     ScoreMatching = None
 
 DIMS = (2, 16, 64, 128)
-EXACT = ("exact SM", "exact SM loop", "exact SM vmap", "torchebm exact SM")
+EXACT = ("exact SM", "exact SM batched", "exact SM loop", "torchebm exact SM")
 
 
 def loss_fns(model):
     fns = {
         "exact SM": lambda m, x: objectives.exact_score_matching(m.score, x),
         "exact SM loop": lambda m, x: objectives.exact_score_matching(m.score, x, trace="loop"),
-        "exact SM vmap": lambda m, x: objectives.exact_score_matching(m.score, x, trace="vmap", chunk_size=16),
+        "exact SM batched": lambda m, x: objectives.exact_score_matching(m.score, x, trace="batched", chunk_size=8),
         "SSM": lambda m, x: objectives.sliced_score_matching(m.score, x),
     }
     if ScoreMatching is not None:
@@ -79,7 +80,7 @@ def loss_fns(model):
 
 
 PAIRS = [("exact SM", "torchebm exact SM"), ("exact SM", "exact SM loop"), ("exact SM", "SSM"),
-         ("exact SM vmap", "torchebm exact SM"), ("exact SM loop", "torchebm exact SM")]
+         ("exact SM batched", "torchebm exact SM"), ("exact SM loop", "torchebm exact SM")]
 
 
 def ratios_in_turns_cpu(fns, model, x, pairs, *, rounds, repeats, warmup=1):
@@ -226,7 +227,7 @@ def main():
             table.append(f"| {dim} | memory | {variant} | {mb[variant]:.1f} MB | malloc {malloc_mb:.1f} MB | |")
             print(table[-1], flush=True)
         for num, den in (("exact SM", "exact SM loop"), ("exact SM", "torchebm exact SM"),
-                         ("exact SM vmap", "exact SM loop")):
+                         ("exact SM batched", "exact SM loop")):
             if num in mb and den in mb:
                 ratio = mb[num] / mb[den]
                 rows.append(dict(benchmark="bench_objectives memory ratio", config=f"EnergyMLP {args.hidden}x2",
