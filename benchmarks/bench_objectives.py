@@ -5,10 +5,9 @@ step is the loss plus its backward pass (the optimiser update is the same for ev
 Objectives, timed in turns (``csm_edu.experiments.timing.ratios_in_turns``, several rounds, the
 spread over rounds reported):
 
-- ``exact SM``: csm_edu's default trace (``trace="auto"``; for an EnergyMLP's score the forward
-  Laplacian, ``objectives.score_and_trace_forward``);
-- ``exact SM batched``: the generic vectorised trace that 'auto' uses for any other score
-  (``trace="batched"``, 8 Jacobian rows per batched backward pass);
+- ``exact SM``: csm_edu's default trace (``trace="auto"``: 8 Jacobian rows per batched backward
+  pass, ``objectives.score_and_trace_batched``);
+- ``exact SM forward``: the forward Laplacian of an EnergyMLP (``trace="forward"``, opt-in);
 - ``exact SM loop``: the D-backward-pass loop of lesson 03 (``trace="loop"``);
 - ``SSM``: sliced score matching, one projection;
 - ``torchebm exact SM``: ``torchebm.losses.ScoreMatching(hessian_method="exact")`` (its trace is
@@ -63,14 +62,14 @@ except ImportError:   # the kit never needs it
     ScoreMatching = None
 
 DIMS = (2, 16, 64, 128)
-EXACT = ("exact SM", "exact SM batched", "exact SM loop", "torchebm exact SM")
+EXACT = ("exact SM", "exact SM forward", "exact SM loop", "torchebm exact SM")
 
 
 def loss_fns(model):
     fns = {
         "exact SM": lambda m, x: objectives.exact_score_matching(m.score, x),
         "exact SM loop": lambda m, x: objectives.exact_score_matching(m.score, x, trace="loop"),
-        "exact SM batched": lambda m, x: objectives.exact_score_matching(m.score, x, trace="batched", chunk_size=8),
+        "exact SM forward": lambda m, x: objectives.exact_score_matching(m.score, x, trace="forward"),
         "SSM": lambda m, x: objectives.sliced_score_matching(m.score, x),
     }
     if ScoreMatching is not None:
@@ -80,7 +79,7 @@ def loss_fns(model):
 
 
 PAIRS = [("exact SM", "torchebm exact SM"), ("exact SM", "exact SM loop"), ("exact SM", "SSM"),
-         ("exact SM batched", "torchebm exact SM"), ("exact SM loop", "torchebm exact SM")]
+         ("exact SM forward", "torchebm exact SM"), ("exact SM loop", "torchebm exact SM")]
 
 
 def ratios_in_turns_cpu(fns, model, x, pairs, *, rounds, repeats, warmup=1):
@@ -227,7 +226,7 @@ def main():
             table.append(f"| {dim} | memory | {variant} | {mb[variant]:.1f} MB | malloc {malloc_mb:.1f} MB | |")
             print(table[-1], flush=True)
         for num, den in (("exact SM", "exact SM loop"), ("exact SM", "torchebm exact SM"),
-                         ("exact SM batched", "exact SM loop")):
+                         ("exact SM forward", "exact SM loop")):
             if num in mb and den in mb:
                 ratio = mb[num] / mb[den]
                 rows.append(dict(benchmark="bench_objectives memory ratio", config=f"EnergyMLP {args.hidden}x2",

@@ -168,28 +168,30 @@ def score_and_trace(score_fn: ScoreFn, x: torch.Tensor, *, method: str = "auto",
     r"""s(x) and tr grad_x s(x) per row, exactly: ``method`` 'batched' (:func:`score_and_trace_batched`),
     'vmap' (:func:`score_and_trace_vmap`), 'loop' (:func:`score_and_trace_loop`), or 'auto'.
 
-    'auto' is 'batched' with ``chunk_size`` rows per pass (default 8), falling back to the loop
-    where a backward formula cannot be batched. All compute the same D vector-Jacobian products
-    and agree to rounding. Measured by ``benchmarks/bench_objectives.py`` (committed CSV
-    ``benchmarks/results/ratios_objectives_cpu.csv``): energy MLP D-128-128-1, batch 256, one CPU
-    thread, loss + backward, CPU time in turns with torchebm's ``vmap(jacrev)`` exact SM (median
-    of 15 rounds on a shared machine, whose round-to-round spread is about +-0.1); peak live
-    tensor memory of one step in MB:
+    'forward' (:func:`score_and_trace_forward`) is the forward Laplacian of an ``EnergyMLP``'s
+    score (``model.score`` of a Linear/SiLU net), for that model only and opt-in. 'auto' is
+    'batched' with ``chunk_size`` rows per pass (default 8), falling back to the loop where a
+    backward formula cannot be batched: it keeps the cost of D vector-Jacobian products that
+    lessons 03 and 04 measure and assert (with 'forward' as the default, lesson 04's check that
+    one sliced projection is > 4x cheaper than exact SM at D = 64 fails). All are exact and agree to rounding. Measured by
+    ``benchmarks/bench_objectives.py`` (committed CSV ``benchmarks/results/ratios_objectives_cpu.csv``):
+    energy MLP D-128-128-1, batch 256, one CPU thread, loss + backward, CPU time in turns against
+    torchebm's ``vmap(jacrev)`` exact SM (median of 11 rounds on a shared machine; the rounds
+    spread by about +-0.05 for 'forward', +-0.1 for the others), and the peak live tensor
+    memory of one step in MB:
 
-    ====  ==============  =============  ======  =========================
-    D     batched k=8     vmap k=16      loop    peak MB: batched/loop/peer
-    ====  ==============  =============  ======  =========================
-    2     0.59            0.73           0.62    6.2 / 6.3 / 8.0
-    16    0.84            0.88           1.26    31 / 35 / 35
-    64    0.92            0.97           1.36    116 / 135 / 128
-    128   1.02            0.96           1.44    236 / 275 / 261
-    ====  ==============  =============  ======  =========================
+    ====  =======  ===========  ======  ================================
+    D     forward  batched k=8  loop    peak MB: forward/batched/loop/peer
+    ====  =======  ===========  ======  ================================
+    2     0.40     0.59         0.60    4.7 / 6.2 / 6.3 / 8.0
+    16    0.39     0.85         1.24    13 / 31 / 35 / 35
+    64    0.37     0.93         1.36    44 / 116 / 135 / 128
+    128   0.33     0.92         1.34    84 / 236 / 275 / 261
+    ====  =======  ===========  ======  ================================
 
-    At D = 128 the three vectorised forms are at parity with torchebm (batched k=8: 0.98, 0.89
-    and 1.02 in three runs; k=16 or 32 and vmap k=8-32 within the same spread): the work is the
-    same D vector-Jacobian products and their weight gradient. 'auto' takes the batched form: as
-    fast as vmap, no ``torch.func`` tracing of the score, no per-row assumption, and memory
-    below the loop's (vmap k=16: 0.8-0.94x the loop's).
+    The batched form (and 'vmap', 0.73-0.97 in the same runs) does the same D vector-Jacobian
+    products as torchebm, and is at parity with it at D >= 64 (three other runs at D = 128:
+    0.89-1.02); the forward Laplacian does less work: one (n, D, width) product per hidden layer.
     """
     checks.one_of(method, "method", TRACE_METHODS)
     x = checks.as_batch(x, "x")
@@ -204,8 +206,6 @@ def score_and_trace(score_fn: ScoreFn, x: torch.Tensor, *, method: str = "auto",
         if energy is None:
             raise TypeError("method='forward' needs the score of an EnergyMLP with SiLU layers (model.score); "
                             "use 'batched' or 'auto' for other score functions")
-        return score_and_trace_forward(energy, x)
-    if energy is not None:
         return score_and_trace_forward(energy, x)
     try:
         return score_and_trace_batched(score_fn, x, chunk_size=_AUTO_CHUNK if chunk_size is None else chunk_size)
@@ -222,8 +222,9 @@ def exact_score_matching(score_fn: ScoreFn, x: torch.Tensor, *, trace: str = "au
     The trace needs D vector-Jacobian products, one per dimension: the cost that sliced,
     denoising and composite score matching avoid. ``trace`` chooses how they run (see
     :func:`score_and_trace`): 'loop' is the D-backward-pass version of lesson 03, 'batched' runs
-    ``chunk_size`` of them per backward pass, 'vmap' batches them with ``torch.func``, 'auto'
-    is 'batched' (8 per pass) with the loop as fallback.
+    ``chunk_size`` of them per backward pass, 'vmap' batches them with ``torch.func``, 'forward'
+    carries the Jacobian and Laplacian forward through an ``EnergyMLP`` instead (fastest, opt-in);
+    'auto' is 'batched' (8 per pass) with the loop as fallback.
     """
     s, tr = score_and_trace(score_fn, x, method=checks.one_of(trace, "trace", TRACE_METHODS), chunk_size=chunk_size)
     return (0.5 * (s ** 2).sum(1) + tr).mean()

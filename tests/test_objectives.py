@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from csm_edu import distributions, objectives
+from csm_edu import distributions, models, objectives
 from csm_edu.models import EnergyMLP, ScoreMLP
 
 
@@ -205,3 +205,38 @@ def test_auto_handles_a_score_torch_func_cannot_trace():
         objectives.exact_score_matching(score, x, trace="jacobian")
     with pytest.raises(ValueError, match="score_fn must return"):
         objectives.score_and_trace_vmap(lambda z: z[:, :1], x)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_forward_laplacian_equals_the_loop_for_energy_mlps(depth):
+    torch.manual_seed(0)
+    model = EnergyMLP(4, 12, depth)
+    x = torch.randn(7, 4)
+    results = []
+    for method in ("loop", "forward", "batched"):
+        s, trace = objectives.score_and_trace(model.score, x, method=method)
+        loss = objectives.exact_score_matching(model.score, x, trace=method)
+        loss.backward()
+        grads = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+        model.zero_grad(set_to_none=True)
+        results.append([s.detach(), trace.detach(), loss.detach()] + grads)
+    assert results[0][-len(grads)].abs().sum() > 0
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_forward_laplacian_refuses_scores_it_cannot_read():
+    from torch import nn
+    model = EnergyMLP(3, 8)
+    x = torch.randn(4, 3)
+    with pytest.raises(TypeError, match="EnergyMLP"):
+        objectives.score_and_trace(lambda z: model.score(z), x, method="forward")
+    model.net = models.mlp([3, 8, 8, 1], activation=nn.Tanh)                   # not SiLU: auto goes generic
+    with pytest.raises(TypeError, match="EnergyMLP"):
+        objectives.score_and_trace_forward(model, x)
+    _, auto = objectives.score_and_trace(model.score, x)
+    _, loop = objectives.score_and_trace(model.score, x, method="loop")
+    assert torch.allclose(auto, loop, atol=1e-6)
+    with pytest.raises(ValueError, match="x"):
+        objectives.score_and_trace(EnergyMLP(3, 8).score, torch.randn(4, 2), method="forward")
