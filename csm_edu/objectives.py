@@ -166,31 +166,31 @@ def score_and_trace_forward(model, x: torch.Tensor):
 
 def score_and_trace(score_fn: ScoreFn, x: torch.Tensor, *, method: str = "auto", chunk_size: Optional[int] = None):
     r"""s(x) and tr grad_x s(x) per row, exactly: ``method`` 'batched' (:func:`score_and_trace_batched`),
-    'vmap' (:func:`score_and_trace_vmap`), 'loop' (:func:`score_and_trace_loop`), or 'auto'.
+    'forward', 'vmap' (:func:`score_and_trace_vmap`), 'loop' (:func:`score_and_trace_loop`), or 'auto'.
 
     'forward' (:func:`score_and_trace_forward`) is the forward Laplacian of an ``EnergyMLP``'s
     score (``model.score`` of a Linear/SiLU net), for that model only and opt-in. 'auto' is
     'batched' with ``chunk_size`` rows per pass (default 8), falling back to the loop where a
     backward formula cannot be batched: it keeps the cost of D vector-Jacobian products that
     lessons 03 and 04 measure and assert (with 'forward' as the default, lesson 04's check that
-    one sliced projection is > 4x cheaper than exact SM at D = 64 fails). All are exact and agree to rounding. Measured by
-    ``benchmarks/bench_objectives.py`` (committed CSV ``benchmarks/results/ratios_objectives_cpu.csv``):
-    energy MLP D-128-128-1, batch 256, one CPU thread, loss + backward, CPU time in turns against
-    torchebm's ``vmap(jacrev)`` exact SM (median of 11 rounds on a shared machine; the rounds
-    spread by about +-0.05 for 'forward', +-0.1 for the others), and the peak live tensor
-    memory of one step in MB:
+    one sliced projection is > 4x cheaper than exact SM at D = 64 fails). All are exact and agree
+    to rounding. Measured by ``benchmarks/bench_objectives.py`` (committed CSV
+    ``benchmarks/results/ratios_objectives_cpu.csv``): energy MLP D-128-128-1, batch 256, one CPU
+    thread, loss + backward, CPU time in turns against torchebm's ``vmap(jacrev)`` exact SM
+    (median of 11 rounds on a shared machine; the rounds spread by about +-0.05 for 'forward',
+    +-0.1 for the others), and the peak live tensor memory of one step in MB:
 
-    ====  =======  ===========  ======  ================================
-    D     forward  batched k=8  loop    peak MB: forward/batched/loop/peer
-    ====  =======  ===========  ======  ================================
-    2     0.40     0.59         0.60    4.7 / 6.2 / 6.3 / 8.0
-    16    0.39     0.85         1.24    13 / 31 / 35 / 35
-    64    0.37     0.93         1.36    44 / 116 / 135 / 128
-    128   0.33     0.92         1.34    84 / 236 / 275 / 261
-    ====  =======  ===========  ======  ================================
+    ====  ===========  =======  ======  ====================================
+    D     batched k=8  forward  loop    peak MB: batched / forward / loop / peer
+    ====  ===========  =======  ======  ====================================
+    2     0.62         0.38     0.60    6.2 / 4.7 / 6.3 / 8.0
+    16    0.78         0.39     1.13    31 / 13 / 35 / 35
+    64    0.92         0.36     1.41    116 / 44 / 135 / 128
+    128   0.94         0.34     1.37    236 / 84 / 275 / 261
+    ====  ===========  =======  ======  ====================================
 
-    The batched form (and 'vmap', 0.73-0.97 in the same runs) does the same D vector-Jacobian
-    products as torchebm, and is at parity with it at D >= 64 (three other runs at D = 128:
+    The batched form (and 'vmap' k=16, 0.73-0.97 in other runs) does the same D vector-Jacobian
+    products as torchebm and is near parity with it at D >= 64 (other runs at D = 128:
     0.89-1.02); the forward Laplacian does less work: one (n, D, width) product per hidden layer.
     """
     checks.one_of(method, "method", TRACE_METHODS)
