@@ -23,8 +23,8 @@ def _score_of(score_fn, x, name="score_fn"):
     return checks.score_output(score_fn(x), x, name)
 
 
-TRACE_METHODS = ("auto", "vmap", "loop")
-_LOOP_MAX_DIM = 4   # "auto" below this: D backward passes cost less than the transforms' fixed overhead
+TRACE_METHODS = ("auto", "forward", "batched", "vmap", "loop")
+_AUTO_CHUNK = 8     # "auto": Jacobian rows per batched backward pass (measured, see score_and_trace)
 
 
 def score_and_trace_loop(score_fn: ScoreFn, x: torch.Tensor):
@@ -48,21 +48,55 @@ def score_and_trace_loop(score_fn: ScoreFn, x: torch.Tensor):
     return s, trace
 
 
-def score_and_trace_vmap(score_fn: ScoreFn, x: torch.Tensor):
+def _chunk_size(chunk_size, dim):
+    return dim if chunk_size is None else min(dim, checks.positive_int(chunk_size, "chunk_size"))
+
+
+def score_and_trace_batched(score_fn: ScoreFn, x: torch.Tensor, *, chunk_size: Optional[int] = None):
+    r"""The same ``(s, trace)`` as :func:`score_and_trace_loop`, ``chunk_size`` Jacobian rows per backward pass.
+
+    One forward pass gives s for the whole batch; then, for each chunk of k = ``chunk_size``
+    dimensions d, one call of ``torch.autograd.grad(s, x, V, is_grads_batched=True)`` pulls back the
+    k unit vectors V[j] = e_d (the same direction at every point) at once: the result's slice j
+    is row d of every point's Jacobian, as in the loop, and its entry d is ds_d/dx_d. The same D
+    vector-Jacobian products on the same graph as the loop, in ceil(D/k) batched calls instead of
+    D; memory stays that of the loop (the graph kept for the weight gradient is the same) plus one
+    chunk's k x n x D rows. ``chunk_size=None``: all D rows in one call. The forward pass is plain
+    autograd, so any differentiable score works (no per-row assumption, control flow allowed);
+    raises RuntimeError where a backward formula cannot be batched.
+    """
+    x = checks.as_batch(x, "x").detach().requires_grad_(True)
+    s = _score_of(score_fn, x)
+    if not s.requires_grad:
+        raise TypeError("score_fn's output does not depend on x through autograd (detached, computed without "
+                        "gradients, or with NumPy), so its Jacobian trace cannot be taken; return a torch expression of x")
+    n, dim = x.shape
+    k = _chunk_size(chunk_size, dim)
+    trace = torch.zeros(n, dtype=x.dtype, device=x.device)
+    for start in range(0, dim, k):
+        rows = torch.arange(min(k, dim - start), device=x.device)      # j = 0..k-1, dimension start + j
+        directions = torch.zeros(len(rows), n, dim, dtype=x.dtype, device=x.device)
+        directions[rows, :, start + rows] = 1.0
+        (jacobian_rows,) = torch.autograd.grad(s, x, directions, is_grads_batched=True, create_graph=True)
+        trace = trace + jacobian_rows[rows, :, start + rows].sum(0)    # (k, n) diagonal entries, summed
+    return s, trace
+
+
+def score_and_trace_vmap(score_fn: ScoreFn, x: torch.Tensor, *, chunk_size: Optional[int] = None):
     r"""The same ``(s, trace)`` as :func:`score_and_trace_loop`, vectorised with ``torch.func``.
 
     For each row x_i (``vmap`` over the batch), one ``vjp`` gives s(x_i) and its pullback
-    u -> u^T grad s(x_i); ``vmap`` of the pullback over the D unit vectors e_d gives all D rows of
-    the Jacobian at once, and tr grad s(x_i) = \sum_d e_d^T grad s(x_i) e_d. The same D
-    vector-Jacobian products as the loop, batched into a few large tensor operations instead of
-    D passes; the score is evaluated once. The batched pullback keeps its intermediate values
-    once per direction for the weight gradient, more than the loop keeps: where memory is tight,
-    use the loop. Assumes that row i of s depends on x_i only (true of
-    every score model of the kit). Raises RuntimeError where ``torch.func`` cannot trace
-    ``score_fn`` (e.g. ``.item()`` or data-dependent control flow inside it).
+    u -> u^T grad s(x_i); ``vmap`` of the pullback over the D unit vectors e_d gives the D rows of
+    the Jacobian, ``chunk_size`` of them at a time (``None``: all at once), and
+    tr grad s(x_i) = \sum_d e_d^T grad s(x_i) e_d. The same D vector-Jacobian products as the loop,
+    batched into a few large tensor operations; the score is evaluated once. Assumes that row i
+    of s depends on x_i only (true of every score model of the kit). Raises RuntimeError where
+    ``torch.func`` cannot trace ``score_fn`` (e.g. ``.item()`` or data-dependent control flow
+    inside it).
     """
     x = checks.as_batch(x, "x").detach()
     n, dim = x.shape
+    k = _chunk_size(chunk_size, dim)
     eye = torch.eye(dim, dtype=x.dtype, device=x.device)
 
     def one_row(z):
@@ -74,40 +108,125 @@ def score_and_trace_vmap(score_fn: ScoreFn, x: torch.Tensor):
 
     def score_and_trace_of_row(z):
         s, pullback = torch.func.vjp(one_row, z)
-        (jacobian,) = torch.func.vmap(pullback)(eye)          # (D, D): row d = grad of s_d
+        (jacobian,) = torch.func.vmap(pullback, chunk_size=k)(eye)   # (D, D): row d = grad of s_d
         return s, jacobian.diagonal().sum()
 
     return torch.func.vmap(score_and_trace_of_row)(x)
 
 
-def score_and_trace(score_fn: ScoreFn, x: torch.Tensor, *, method: str = "auto"):
-    r"""s(x) and tr grad_x s(x) per row: ``method`` 'vmap' (:func:`score_and_trace_vmap`), 'loop'
-    (:func:`score_and_trace_loop`), or 'auto': the loop for D < 4 or where ``torch.func`` cannot
-    trace ``score_fn``, else vmap. Both compute the exact trace; they agree to rounding.
+def _silu_mlp_energy(score_fn):
+    """The EnergyMLP whose plain ``score`` ``score_fn`` is, if its net is Linear (SiLU Linear)* -> 1; else None."""
+    from torch import nn
+    from .models.mlp import EnergyMLP
+    owner = getattr(score_fn, "__self__", None)
+    if not isinstance(owner, EnergyMLP) or getattr(score_fn, "__func__", None) is not EnergyMLP.score:
+        return None
+    layers = list(owner.net)
+    kinds_ok = all(isinstance(layer, nn.Linear if i % 2 == 0 else nn.SiLU) for i, layer in enumerate(layers))
+    if not kinds_ok or len(layers) % 2 == 0 or layers[-1].out_features != 1:
+        return None
+    return owner
+
+
+def score_and_trace_forward(model, x: torch.Tensor):
+    r"""``(s, trace)`` of an :class:`~csm_edu.models.EnergyMLP` with SiLU layers, in one forward pass.
+
+    Forward Laplacian (Li et al. 2023, "Forward Laplacian"; Taylor-mode differentiation): along
+    with each layer's value h, carry its Jacobian J = dh/dx (n, D, width) and its Laplacian
+    L = sum_d d^2 h / dx_d^2 (n, width). A linear layer maps all three by its weight (J W^T, L W^T;
+    the first layer's J is W^T itself, no product at all); an activation phi gives
+    J' = phi'(h) J and L' = phi'(h) L + phi''(h) sum_d J_d^2. At the output (width 1) J is grad E
+    and L is the Laplacian, so s = -J and tr grad s = -L. Exact, like the other methods; one
+    (n, D, width) product per hidden layer instead of D vector-Jacobian products and their
+    double backward, so the step and the memory are a fraction of theirs (see
+    :func:`score_and_trace`). Differentiable in the weights (plain autograd on the result).
+    """
+    from torch import nn
+    if _silu_mlp_energy(getattr(model, "score", None)) is None:
+        raise TypeError("score_and_trace_forward needs an EnergyMLP whose net is Linear (SiLU Linear)* with one "
+                        "output; use score_and_trace(..., method='batched') for other score functions")
+    x = checks.as_batch(x, "x", dim=model.dim)
+    layers = list(model.net)
+    h = layers[0](x)
+    jac = layers[0].weight.t().expand(x.shape[0], -1, -1)          # (n, D, width): d z_1 / dx
+    lap = None                                                      # the first layer is linear: no curvature
+    for layer in layers[1:]:
+        if isinstance(layer, nn.Linear):
+            h, jac, lap = layer(h), jac @ layer.weight.t(), lap @ layer.weight.t()
+        else:                                                       # SiLU: h sigmoid(h)
+            sig = torch.sigmoid(h)
+            d1 = sig * (1 + h * (1 - sig))                          # silu'
+            d2 = sig * (1 - sig) * (2 + h * (1 - 2 * sig))          # silu''
+            curvature = d2 * (jac * jac).sum(1)
+            lap = curvature if lap is None else d1 * lap + curvature
+            jac = jac * d1[:, None, :]
+            h = h * sig
+    return -jac[..., 0], -lap[:, 0]
+
+
+def score_and_trace(score_fn: ScoreFn, x: torch.Tensor, *, method: str = "auto", chunk_size: Optional[int] = None):
+    r"""s(x) and tr grad_x s(x) per row, exactly: ``method`` 'batched' (:func:`score_and_trace_batched`),
+    'forward', 'vmap' (:func:`score_and_trace_vmap`), 'loop' (:func:`score_and_trace_loop`), or 'auto'.
+
+    'forward' (:func:`score_and_trace_forward`) is the forward Laplacian of an ``EnergyMLP``'s
+    score (``model.score`` of a Linear/SiLU net), for that model only and opt-in. 'auto' is
+    'batched' with ``chunk_size`` rows per pass (default 8), falling back to the loop where a
+    backward formula cannot be batched: it keeps the cost of D vector-Jacobian products that
+    lessons 03 and 04 measure and assert (with 'forward' as the default, lesson 04's check that
+    one sliced projection is > 4x cheaper than exact SM at D = 64 fails). All are exact and agree
+    to rounding. Measured by ``benchmarks/bench_objectives.py`` (committed CSV
+    ``benchmarks/results/ratios_objectives_cpu.csv``): energy MLP D-128-128-1, batch 256, one CPU
+    thread, loss + backward, CPU time in turns against torchebm's ``vmap(jacrev)`` exact SM
+    (median of 11 rounds on a shared machine; the rounds spread by about +-0.05 for 'forward',
+    +-0.1 for the others), and the peak live tensor memory of one step in MB:
+
+    ====  ===========  =======  ======  ====================================
+    D     batched k=8  forward  loop    peak MB: batched / forward / loop / peer
+    ====  ===========  =======  ======  ====================================
+    2     0.62         0.38     0.60    6.2 / 4.7 / 6.3 / 8.0
+    16    0.78         0.39     1.13    31 / 13 / 35 / 35
+    64    0.92         0.36     1.41    116 / 44 / 135 / 128
+    128   0.94         0.34     1.37    236 / 84 / 275 / 261
+    ====  ===========  =======  ======  ====================================
+
+    The batched form (and 'vmap' k=16, 0.73-0.97 in other runs) does the same D vector-Jacobian
+    products as torchebm and is near parity with it at D >= 64 (other runs at D = 128:
+    0.89-1.02); the forward Laplacian does less work: one (n, D, width) product per hidden layer.
     """
     checks.one_of(method, "method", TRACE_METHODS)
     x = checks.as_batch(x, "x")
-    if method == "loop" or (method == "auto" and x.shape[1] < _LOOP_MAX_DIM):
+    if method == "loop":
         return score_and_trace_loop(score_fn, x)
     if method == "vmap":
-        return score_and_trace_vmap(score_fn, x)
+        return score_and_trace_vmap(score_fn, x, chunk_size=chunk_size)
+    if method == "batched":
+        return score_and_trace_batched(score_fn, x, chunk_size=chunk_size)
+    energy = _silu_mlp_energy(score_fn)
+    if method == "forward":
+        if energy is None:
+            raise TypeError("method='forward' needs the score of an EnergyMLP with SiLU layers (model.score); "
+                            "use 'batched' or 'auto' for other score functions")
+        return score_and_trace_forward(energy, x)
     try:
-        return score_and_trace_vmap(score_fn, x)
-    except RuntimeError:        # not traceable by torch.func: the loop works for any callable
+        return score_and_trace_batched(score_fn, x, chunk_size=_AUTO_CHUNK if chunk_size is None else chunk_size)
+    except RuntimeError:        # a backward formula without a batching rule: the loop works for any callable
         return score_and_trace_loop(score_fn, x)
 
 
-def exact_score_matching(score_fn: ScoreFn, x: torch.Tensor, *, trace: str = "auto") -> torch.Tensor:
+def exact_score_matching(score_fn: ScoreFn, x: torch.Tensor, *, trace: str = "auto",
+                         chunk_size: Optional[int] = None) -> torch.Tensor:
     r"""Hyvarinen's objective with the exact Jacobian trace.
 
     .. math:: \frac1n\sum_i \Bigl[\tfrac12\|s(x_i)\|^2 + \sum_{d=1}^D \frac{\partial s_d}{\partial x_d}(x_i)\Bigr]
 
     The trace needs D vector-Jacobian products, one per dimension: the cost that sliced,
     denoising and composite score matching avoid. ``trace`` chooses how they run (see
-    :func:`score_and_trace`): 'loop' is the D-backward-pass version of lesson 03, 'vmap' batches
-    them with ``torch.func``, 'auto' picks vmap where it applies.
+    :func:`score_and_trace`): 'loop' is the D-backward-pass version of lesson 03, 'batched' runs
+    ``chunk_size`` of them per backward pass, 'vmap' batches them with ``torch.func``, 'forward'
+    carries the Jacobian and Laplacian forward through an ``EnergyMLP`` instead (fastest, opt-in);
+    'auto' is 'batched' (8 per pass) with the loop as fallback.
     """
-    s, tr = score_and_trace(score_fn, x, method=checks.one_of(trace, "trace", TRACE_METHODS))
+    s, tr = score_and_trace(score_fn, x, method=checks.one_of(trace, "trace", TRACE_METHODS), chunk_size=chunk_size)
     return (0.5 * (s ** 2).sum(1) + tr).mean()
 
 

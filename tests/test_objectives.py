@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from csm_edu import distributions, objectives
+from csm_edu import distributions, models, objectives
 from csm_edu.models import EnergyMLP, ScoreMLP
 
 
@@ -134,43 +134,109 @@ def test_exact_sm_on_energy_mlp_matches_brute_force_jacobian():
     assert loss.item() == pytest.approx(brute / len(x), rel=1e-4, abs=1e-5)
 
 
-@pytest.mark.parametrize("method", ["loop", "vmap", "auto"])
-@pytest.mark.parametrize("dim", [1, 3, 8])
-def test_trace_methods_equal_the_closed_form_of_a_gaussian_energy(method, dim):
+@pytest.mark.parametrize("method", ["loop", "batched", "vmap", "auto"])
+@pytest.mark.parametrize("dim,chunk_size", [(1, None), (3, None), (8, None), (8, 3), (8, 1), (5, 99)])
+def test_trace_methods_equal_the_closed_form_of_a_gaussian_energy(method, dim, chunk_size):
     model, mu, a, x = _quadratic(dim)
-    s, trace = objectives.score_and_trace(model.score, x, method=method)
+    kwargs = {} if method == "loop" else dict(chunk_size=chunk_size)
+    s, trace = objectives.score_and_trace(model.score, x, method=method, **kwargs)
     assert torch.allclose(s, -(x - mu) @ a, atol=1e-5)
     assert torch.allclose(trace, torch.full_like(trace, -torch.trace(a).item()), atol=1e-4)
-    loss = objectives.exact_score_matching(model.score, x, trace=method)
+    loss = objectives.exact_score_matching(model.score, x, trace=method, **kwargs)
     assert loss.item() == pytest.approx(_closed_form(mu, a, x), rel=1e-5, abs=1e-5)
 
 
 @pytest.mark.parametrize("make_model", [lambda: EnergyMLP(5, 16), lambda: ScoreMLP(5, 16)])
-def test_vmap_trace_equals_the_loop_in_value_and_weight_gradient(make_model):
+def test_vectorised_traces_equal_the_loop_in_value_and_weight_gradient(make_model):
     torch.manual_seed(0)
     model = make_model()
     x = torch.randn(9, 5)
+    variants = [("loop", None), ("vmap", None), ("vmap", 2), ("batched", None), ("batched", 2), ("batched", 3),
+                ("auto", None)]                       # chunk sizes 2 and 3 do not divide D = 5
     grads = []
-    for method in ("loop", "vmap"):
-        loss = objectives.exact_score_matching(model.score, x, trace=method)
+    for method, chunk_size in variants:
+        loss = objectives.exact_score_matching(model.score, x, trace=method, chunk_size=chunk_size)
         loss.backward()
         grads.append([p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()])
         model.zero_grad(set_to_none=True)
-        s, trace = objectives.score_and_trace(model.score, x, method=method)
-        grads[-1].append(trace.detach())
-    for g_loop, g_vmap in zip(*grads):
-        assert torch.allclose(g_loop, g_vmap, atol=1e-6, rtol=1e-5)
+        s, trace = objectives.score_and_trace(model.score, x, method=method, chunk_size=chunk_size)
+        grads[-1] += [s.detach(), trace.detach()]
+    assert any(g.abs().sum() > 0 for g in grads[0][:-2])
+    for other in grads[1:]:
+        for g_loop, g_other in zip(grads[0], other):
+            assert torch.allclose(g_loop, g_other, atol=1e-6, rtol=1e-5)
 
 
-def test_auto_falls_back_to_the_loop_for_a_score_torch_func_cannot_trace():
+def test_batched_trace_handles_scores_torch_func_cannot_trace_and_auto_falls_back_to_the_loop():
+    def score(x):                      # data-dependent control flow: fine for the batched backward
+        return -x if float(x.detach().abs().max()) < 1e6 else x
+    x = torch.randn(6, 5)
+    _, trace = objectives.score_and_trace_batched(score, x, chunk_size=2)
+    assert torch.allclose(trace, torch.full((6,), -5.0))
+
+    class Halve(torch.autograd.Function):     # a backward that cannot be batched (.item())
+        @staticmethod
+        def forward(ctx, z):
+            return 0.5 * z
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * (0.5 + 0.0 * grad.sum().item())
+
+    with pytest.raises(RuntimeError):
+        objectives.score_and_trace_batched(Halve.apply, x)
+    _, trace = objectives.score_and_trace(Halve.apply, x)          # auto: the loop
+    assert torch.allclose(trace, torch.full((6,), 2.5))
+    with pytest.raises(ValueError, match="chunk_size"):
+        objectives.score_and_trace(score, x, method="batched", chunk_size=0)
+    with pytest.raises(TypeError, match="autograd"):
+        objectives.score_and_trace_batched(lambda z: z.detach(), x)
+
+
+def test_auto_handles_a_score_torch_func_cannot_trace():
     def score(x):                      # data-dependent control flow: vmap cannot batch it
-        return -x if float(x.abs().max()) < 1e6 else x
+        return -x if float(x.detach().abs().max()) < 1e6 else x
     x = torch.randn(6, 5)
     with pytest.raises(RuntimeError):
         objectives.score_and_trace_vmap(score, x)
-    _, trace = objectives.score_and_trace(score, x)          # auto: the loop
+    _, trace = objectives.score_and_trace(score, x)          # auto: batched backward passes, plain forward
     assert torch.allclose(trace, torch.full((6,), -5.0))
     with pytest.raises(ValueError, match="trace"):
         objectives.exact_score_matching(score, x, trace="jacobian")
     with pytest.raises(ValueError, match="score_fn must return"):
         objectives.score_and_trace_vmap(lambda z: z[:, :1], x)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_forward_laplacian_equals_the_loop_for_energy_mlps(depth):
+    torch.manual_seed(0)
+    model = EnergyMLP(4, 12, depth)
+    x = torch.randn(7, 4)
+    results = []
+    for method in ("loop", "forward", "batched"):
+        s, trace = objectives.score_and_trace(model.score, x, method=method)
+        loss = objectives.exact_score_matching(model.score, x, trace=method)
+        loss.backward()
+        grads = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+        model.zero_grad(set_to_none=True)
+        results.append([s.detach(), trace.detach(), loss.detach()] + grads)
+    assert results[0][-len(grads)].abs().sum() > 0
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_forward_laplacian_refuses_scores_it_cannot_read():
+    from torch import nn
+    model = EnergyMLP(3, 8)
+    x = torch.randn(4, 3)
+    with pytest.raises(TypeError, match="EnergyMLP"):
+        objectives.score_and_trace(lambda z: model.score(z), x, method="forward")
+    model.net = models.mlp([3, 8, 8, 1], activation=nn.Tanh)                   # not SiLU: auto goes generic
+    with pytest.raises(TypeError, match="EnergyMLP"):
+        objectives.score_and_trace_forward(model, x)
+    _, auto = objectives.score_and_trace(model.score, x)
+    _, loop = objectives.score_and_trace(model.score, x, method="loop")
+    assert torch.allclose(auto, loop, atol=1e-6)
+    with pytest.raises(ValueError, match="x"):
+        objectives.score_and_trace(EnergyMLP(3, 8).score, torch.randn(4, 2), method="forward")
