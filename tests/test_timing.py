@@ -28,8 +28,9 @@ def test_cost_against_dim_shape_and_exact_sm_grows_faster_than_sliced():
         {"exact": loop, "sliced": lambda m, x: objectives.sliced_score_matching(m.score, x)},
         dims=[2, 48], make_model=lambda d: models.EnergyMLP(d, 32, 1), batch_size=64, repeats=3, statistic="min")
     assert res["dim"] == [2, 48] and len(res["exact"]) == 2 and len(res["sliced"]) == 2
-    # D = 48 needs 48 backward passes for the exact trace, one for the sliced estimate.
-    assert res["exact"][1] / res["exact"][0] > 3 * res["sliced"][1] / res["sliced"][0]
+    # D = 48 needs 48 backward passes for the exact trace, one for the sliced estimate: measured 12-16x the
+    # sliced growth; 2x leaves room for a shared machine and still fails for a trace that costs one pass (1x)
+    assert res["exact"][1] / res["exact"][0] > 2 * res["sliced"][1] / res["sliced"][0]
 
 
 def test_growth_exponent():
