@@ -28,7 +28,7 @@ from . import checks
 from .distributions import LOG_2PI, Gaussian, GaussianMixture
 from .models.mlp import mlp
 from .objectives import random_projections
-from .sampling import _DivergenceWatch
+from .sampling import _DivergenceWatch, _StepBar
 
 TimeScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -375,7 +375,7 @@ def _reverse_em_step(score_fn, sde, x, t, dt, generator):
 def reverse_sde_sample(score_fn: TimeScoreFn, sde: SDE, *, n: int = 1000, dim: int = 2, steps: int = 500,
                        eps: float = 1e-3, generator: Optional[torch.Generator] = None,
                        record_every: Optional[int] = None, x0: Optional[torch.Tensor] = None,
-                       device=None):
+                       device=None, progress: bool = False):
     r"""Sample by Euler-Maruyama on the reverse-time SDE, from t = 1 down to t = eps.
 
     On the grid t_0 = 1 > t_1 > ... > t_N = eps with dt = (1 - eps)/N,
@@ -384,17 +384,18 @@ def reverse_sde_sample(score_fn: TimeScoreFn, sde: SDE, *, n: int = 1000, dim: i
 
     The last step returns its mean (no fresh noise), as in Song et al. Starts from
     ``x0`` or from n prior draws. Returns samples (n, D), or ``(samples, trajectory)`` with
-    ``record_every=k`` (trajectory (T, n, D): the start and every k-th state).
+    ``record_every=k`` (trajectory (T, n, D): the start and every k-th state). ``progress=True``
+    shows a tqdm bar over the time steps with the current time t (the samples do not change).
     """
     return _reverse_time_loop(score_fn, sde, n, dim, steps, eps, generator, record_every, x0, device,
-                              snr=None, n_corrector=0, label="reverse SDE")
+                              snr=None, n_corrector=0, label="reverse SDE", progress=progress)
 
 
 def predictor_corrector_sample(score_fn: TimeScoreFn, sde: SDE, *, n: int = 1000, dim: int = 2,
                                steps: int = 500, snr: float = 0.16, n_corrector: int = 1,
                                eps: float = 1e-3, generator: Optional[torch.Generator] = None,
                                record_every: Optional[int] = None, x0: Optional[torch.Tensor] = None,
-                               device=None):
+                               device=None, progress: bool = False):
     r"""Predictor-corrector sampling (Song et al. 2021, Algorithms 2-3).
 
     At each t_i, ``n_corrector`` Langevin steps on p_{t_i} (the corrector) are followed by one
@@ -404,16 +405,25 @@ def predictor_corrector_sample(score_fn: TimeScoreFn, sde: SDE, *, n: int = 1000
     .. math:: \epsilon_i = 2\,\bigl(r\,\|z\| / \|s(x, t_i)\|\bigr)^2, \qquad
               x \leftarrow x + \epsilon_i\,s(x, t_i) + \sqrt{2\epsilon_i}\,z,
 
-    with the norms averaged over the batch. Returns like :func:`reverse_sde_sample`.
+    with the norms averaged over the batch. Returns like :func:`reverse_sde_sample`; ``progress``
+    as there.
     """
     snr = checks.positive(snr, "snr")
     n_corrector = checks.positive_int(n_corrector, "n_corrector", minimum=0)
     return _reverse_time_loop(score_fn, sde, n, dim, steps, eps, generator, record_every, x0, device,
-                              snr=snr, n_corrector=n_corrector, label="predictor-corrector")
+                              snr=snr, n_corrector=n_corrector, label="predictor-corrector", progress=progress)
+
+
+def _time_bar(progress: bool, steps: int, label: str, times: torch.Tensor, step: list) -> _StepBar:
+    """The samplers' optional tqdm bar (:class:`csm_edu.sampling._StepBar`) over the time steps, showing the current t.
+
+    ``step`` is a one-element list holding the index of the step just done (read when the bar redraws).
+    """
+    return _StepBar(progress, steps, label, postfix=lambda: f"t {float(times[step[0]]):.3f}")
 
 
 def _reverse_time_loop(score_fn, sde, n, dim, steps, eps, generator, record_every, x0, device,
-                       snr, n_corrector, label):
+                       snr, n_corrector, label, progress=False):
     """From t = 1 to eps: ``n_corrector`` Langevin corrector steps then one reverse Euler-Maruyama step per t_i.
 
     The last step returns the mean of its transition (no noise), as in Song et al. (2021).
@@ -421,7 +431,8 @@ def _reverse_time_loop(score_fn, sde, n, dim, steps, eps, generator, record_ever
     x, times, steps, record_every = _setup(sde, n, dim, steps, eps, record_every, x0, generator, device)
     trajectory = [x.clone()] if record_every else None
     watch = _watch(label, steps)
-    with torch.no_grad():
+    done = [0]
+    with torch.no_grad(), _time_bar(progress, steps, label, times, done) as bar:
         for i in range(steps):
             tt = torch.full((x.shape[0],), float(times[i]), dtype=x.dtype, device=x.device)
             for _ in range(n_corrector):
@@ -435,6 +446,8 @@ def _reverse_time_loop(score_fn, sde, n, dim, steps, eps, generator, record_ever
             if i == steps - 1:
                 x = mean
             watch.update(x, i + 1)
+            done[0] = i + 1
+            bar.update()
             if record_every and (i + 1) % record_every == 0:
                 trajectory.append(x.clone())
         watch.close(steps)
@@ -466,13 +479,13 @@ def _ode_step(velocity, x, t, dt, method):
 def probability_flow_sample(score_fn: TimeScoreFn, sde: SDE, *, n: int = 1000, dim: int = 2, steps: int = 100,
                             method: str = "heun", eps: float = 1e-3, generator: Optional[torch.Generator] = None,
                             record_every: Optional[int] = None, x0: Optional[torch.Tensor] = None,
-                            device=None):
+                            device=None, progress: bool = False):
     r"""Sample by integrating the probability-flow ODE dx/dt = f - (1/2) g^2 s from t = 1 to eps.
 
     Deterministic given the prior draw (the only randomness), so the same x0 always lands on
     the same sample: the ODE is an invertible map from noise to data. ``method`` is 'euler'
     (1 score evaluation a step), 'heun' (2, second order) or 'rk4' (4, fourth order).
-    Returns like :func:`reverse_sde_sample`.
+    Returns like :func:`reverse_sde_sample`; ``progress`` as there.
     """
     checks.one_of(method, "method", ODE_METHODS)
     x, times, steps, record_every = _setup(sde, n, dim, steps, eps, record_every, x0, generator, device)
@@ -482,10 +495,13 @@ def probability_flow_sample(score_fn: TimeScoreFn, sde: SDE, *, n: int = 1000, d
         return probability_flow_velocity(score_fn, sde, y, float(t))
 
     watch = _watch("probability-flow ODE", steps)
-    with torch.no_grad():
+    done = [0]
+    with torch.no_grad(), _time_bar(progress, steps, "probability-flow ODE", times, done) as bar:
         for i in range(steps):
             x = _ode_step(velocity, x, float(times[i]), float(times[i + 1] - times[i]), method)
             watch.update(x, i + 1)
+            done[0] = i + 1
+            bar.update()
             if record_every and (i + 1) % record_every == 0:
                 trajectory.append(x.clone())
         watch.close(steps)
@@ -510,7 +526,8 @@ def _divergence(velocity, x, t, projection: Optional[torch.Tensor]):
 
 def ode_log_likelihood(score_fn: TimeScoreFn, sde: SDE, x: torch.Tensor, *, steps: int = 100,
                        method: str = "heun", exact_divergence: bool = True, projection: str = "gaussian",
-                       eps: float = 1e-5, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                       eps: float = 1e-5, generator: Optional[torch.Generator] = None,
+                       progress: bool = False) -> torch.Tensor:
     r"""Per-point log-likelihood log p_eps(x) (~ log p_0(x)) by the probability-flow ODE.
 
     The ODE dx/dt = v(x, t) is a continuous normalising flow, so by the instantaneous change of
@@ -524,7 +541,8 @@ def ode_log_likelihood(score_fn: TimeScoreFn, sde: SDE, x: torch.Tensor, *, step
     ``projection`` ('gaussian' or 'rademacher') drawn per point and kept along the path (FFJORD):
     unbiased for the integral, with a variance that averaging several calls reduces. Errors come
     from the ODE solver (``steps``, ``method``), from the prior p_T differing from the true p_1,
-    and from the score model. Returns a tensor of shape (n,) in nats.
+    and from the score model. Returns a tensor of shape (n,) in nats. ``progress=True`` shows a tqdm
+    bar over the time steps with the current t, as the samplers' ``progress`` does.
     """
     x = checks.as_batch(x, "x").detach().clone()
     steps = checks.positive_int(steps, "steps")
@@ -542,8 +560,12 @@ def ode_log_likelihood(score_fn: TimeScoreFn, sde: SDE, x: torch.Tensor, *, step
     state = torch.cat([x, torch.zeros(x.shape[0], 1, dtype=x.dtype, device=x.device)], 1)
     times = torch.linspace(eps, sde.T, steps + 1)
     watch = _watch("ODE log-likelihood", steps)
-    for i in range(steps):
-        state = _ode_step(augmented, state, float(times[i]), float(times[i + 1] - times[i]), method)
-        watch.update(state[:, :-1], i + 1)
+    done = [0]
+    with _time_bar(progress, steps, "ODE log-likelihood", times, done) as bar:
+        for i in range(steps):
+            state = _ode_step(augmented, state, float(times[i]), float(times[i + 1] - times[i]), method)
+            watch.update(state[:, :-1], i + 1)
+            done[0] = i + 1
+            bar.update()
     watch.close(steps)
     return sde.prior_log_prob(state[:, :-1]) + state[:, -1]

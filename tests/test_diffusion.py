@@ -326,3 +326,37 @@ def test_bad_input_raises_clear_value_errors():
         D.marginal_distribution(dist.Banana(), sde, 0.5)
     with pytest.raises(ValueError, match="eps"):
         D.continuous_dsm(lambda x, t: x, torch.zeros(3, 2), sde, eps=1.5)
+
+
+# ----------------------------------------------------------------------------- progress bars
+
+def _progress_runs():
+    sde = SDES["VE"]()
+    score = D.marginal_score_fn(GAUSS, sde)
+    x = GAUSS.sample(20, generator=gen(9))
+    return {
+        "reverse SDE": lambda **kw: D.reverse_sde_sample(score, sde, n=50, steps=40, generator=gen(1), record_every=10, **kw),
+        "predictor-corrector": lambda **kw: D.predictor_corrector_sample(score, sde, n=50, steps=40, generator=gen(1), **kw),
+        "probability-flow ODE": lambda **kw: D.probability_flow_sample(score, sde, n=50, steps=40, generator=gen(1), **kw),
+        "ODE log-likelihood": lambda **kw: D.ode_log_likelihood(score, sde, x, steps=40, exact_divergence=False,
+                                                                generator=gen(1), **kw),
+    }
+
+
+@pytest.mark.parametrize("label", ["reverse SDE", "predictor-corrector", "probability-flow ODE", "ODE log-likelihood"])
+def test_progress_bar_over_the_time_steps_changes_nothing(capsys, label):
+    run = _progress_runs()[label]
+    quiet = run()
+    assert capsys.readouterr().err == ""                                   # off by default: silent
+    shown = run(progress=True)
+    err = capsys.readouterr().err
+    assert label in err and "/40" in err                                   # a tqdm bar over the 40 steps
+    for a, b in zip(quiet if isinstance(quiet, tuple) else (quiet,), shown if isinstance(shown, tuple) else (shown,)):
+        assert torch.equal(a, b)                                           # same draws, same samples
+
+
+def test_every_sampler_takes_a_keyword_only_progress_option():
+    import inspect
+    for fn in (D.reverse_sde_sample, D.predictor_corrector_sample, D.probability_flow_sample, D.ode_log_likelihood):
+        param = inspect.signature(fn).parameters["progress"]
+        assert param.kind is inspect.Parameter.KEYWORD_ONLY and param.default is False, fn.__name__

@@ -167,3 +167,29 @@ def test_dequantizing_draws_fresh_noise_inside_each_pixel_bin():
         assert torch.all(v >= k - 1e-4) and torch.all(v < k + 1 + 1e-4)   # y in [k/L, (k+1)/L)
     assert not torch.equal(seen[0], seen[1])
     assert ((seen[0] > images.BOUNDS[0]) & (seen[0] < images.BOUNDS[1])).all()
+
+
+def test_denoising_progress_bars_are_off_by_default_and_change_nothing(capsys):
+    import inspect
+    for fn in (images.denoising_experiment, images.denoising_sweep):
+        param = inspect.signature(fn).parameters["progress"]
+        assert param.kind is inspect.Parameter.KEYWORD_ONLY and param.default is False, fn.__name__
+    torch.manual_seed(0)
+    model = ARCSM(4, hidden=8, context_dim=2, head_hidden=8, cond_dim=1)
+    x = torch.rand(5, 4, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    kw = dict(n_nodes=8, chunk_size=2)
+    quiet = images.denoising_sweep(model, x, (0.2, 0.6), **kw)
+    one = images.denoising_experiment(model, x, 0.6, generator=torch.Generator().manual_seed(0),
+                                      noise_conditional=True, **kw)
+    assert capsys.readouterr().err == ""                                   # silent by default
+    shown = images.denoising_sweep(model, x, (0.2, 0.6), progress=True, **kw)
+    err = capsys.readouterr().err
+    assert "denoising sweep" in err and "/6" in err                        # 2 sigmas x 3 chunks of <= 2 images
+    one_shown = images.denoising_experiment(model, x, 0.6, generator=torch.Generator().manual_seed(0),
+                                            noise_conditional=True, progress=True, **kw)
+    err = capsys.readouterr().err
+    assert "joint score" in err and "/3" in err
+    for a, b in [(quiet[0.2], shown[0.2]), (quiet[0.6], shown[0.6]), (one, one_shown), (quiet[0.6], one)]:
+        assert a["psnr"] == b["psnr"]
+        for name in ("noisy", "conditional", "joint"):
+            assert torch.equal(a[name], b[name])

@@ -159,3 +159,18 @@ def test_vae_experiment_gives_the_noise_skip_to_the_network_estimators_only():
     assert all(m.encoder.skip is None for m in models.values())
     with pytest.raises(ValueError, match="noise_skip"):
         vae_study.run_vae_experiment(x, x[:10], noise_skip="kernels", **kwargs)
+
+
+def test_fit_estimators_progress_bar_is_off_by_default_and_changes_nothing(capsys):
+    import inspect
+    param = inspect.signature(vae_study.fit_estimators).parameters["progress"]
+    assert param.kind is inspect.Parameter.KEYWORD_ONLY and param.default is False
+    kw = dict(sample_sizes=(20, 40), names=("Stein", "SSM"), n_steps=30, n_test=100)
+    quiet = vae_study.fit_estimators(**kw)
+    assert capsys.readouterr().err == ""                                   # silent by default
+    shown = vae_study.fit_estimators(progress=True, **kw)
+    err = capsys.readouterr().err
+    assert "score estimators" in err and "/4" in err                       # a bar over the 2 x 2 fits
+    assert list(quiet) == list(shown)                                      # same fits, same order
+    for key in quiet:
+        assert quiet[key]["fisher"] == shown[key]["fisher"], key           # same draws, same numbers

@@ -434,7 +434,7 @@ def psnr(clean: torch.Tensor, estimate: torch.Tensor) -> float:
 
 def denoising_experiment(model: AutoregressiveScoreModel, x_clean: torch.Tensor, sigma: float, *,
                          generator: Optional[torch.Generator] = None, noise_conditional: bool = False,
-                         n_nodes: int = 32, chunk_size: int = 8) -> dict:
+                         n_nodes: int = 32, chunk_size: int = 8, progress: bool = False) -> dict:
     r"""Tweedie single-step denoising x^ = x~ + sigma^2 s(x~) with two scores of an AR-CSM trained on noisy data.
 
     ``x_clean`` (n, D) in the centred space [-1, 1]. ``s`` is either the vector of conditional
@@ -446,16 +446,53 @@ def denoising_experiment(model: AutoregressiveScoreModel, x_clean: torch.Tensor,
     The joint score is computed ``chunk_size`` images at a time: its quadrature holds 2 (n_nodes + 1) head
     evaluations per pixel of every image in the chunk, with their autograd graph (64 MNIST images at once
     peak at several GB; each image's score depends on that image only, so chunks change no number).
+    ``progress=True`` shows a tqdm.auto bar over those chunks (the results do not change).
     """
     sigma = checks.positive(sigma, "sigma")
     chunk_size = checks.positive_int(chunk_size, "chunk_size")
+    with _ChunkBar(progress, _n_chunks(len(x_clean), chunk_size), "joint score") as bar:
+        return _denoise(model, x_clean, sigma, generator, noise_conditional, n_nodes, chunk_size, bar)
+
+
+def _n_chunks(n: int, chunk_size: int) -> int:
+    return -(-n // chunk_size)
+
+
+class _ChunkBar:
+    """The denoising functions' optional tqdm.auto bar over the joint score's chunks (``progress=True``)."""
+
+    def __init__(self, progress: bool, total: int, desc: str):
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, desc=desc, unit="chunk", leave=False)
+
+    def update(self, postfix: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(postfix, refresh=False)
+            self.bar.update()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _denoise(model, x_clean, sigma, generator, noise_conditional, n_nodes, chunk_size, bar):
+    """:func:`denoising_experiment`'s body; ``bar`` (a :class:`_ChunkBar`) advances once per chunk."""
     noisy = add_noise(x_clean, sigma, generator).clamp(*DENOISE_BOUNDS)
     y = torch.full((len(noisy), 1), sigma) if noise_conditional else None
 
+    def chunk(v, i):
+        s = joint_score(model, v[i:i + chunk_size], bounds=DENOISE_BOUNDS, n_nodes=n_nodes,
+                        y=None if y is None else y[i:i + chunk_size])
+        bar.update(f"sigma {sigma:g}, images {min(i + chunk_size, len(v))}/{len(v)}")
+        return s
+
     def joint(v):
-        return torch.cat([joint_score(model, v[i:i + chunk_size], bounds=DENOISE_BOUNDS, n_nodes=n_nodes,
-                                      y=None if y is None else y[i:i + chunk_size])
-                          for i in range(0, len(v), chunk_size)])
+        return torch.cat([chunk(v, i) for i in range(0, len(v), chunk_size)])
 
     conditional = tweedie_denoise(lambda v: model.conditional_scores(v, y), noisy, sigma)
     joint = tweedie_denoise(joint, noisy, sigma)
@@ -470,11 +507,18 @@ def denoising_experiment(model: AutoregressiveScoreModel, x_clean: torch.Tensor,
 
 
 def denoising_sweep(model: AutoregressiveScoreModel, x_clean: torch.Tensor, sigmas: Sequence[float], *, seed: int = 0,
-                    noise_conditional: bool = True, n_nodes: int = 32, chunk_size: int = 8) -> Dict[float, dict]:
-    """:func:`denoising_experiment` at every sigma (noise seeded by ``seed``): {sigma: result}, for the lesson's slider."""
-    return {float(s): denoising_experiment(model, x_clean, s, generator=torch.Generator().manual_seed(seed),
-                                           noise_conditional=noise_conditional, n_nodes=n_nodes, chunk_size=chunk_size)
-            for s in sigmas}
+                    noise_conditional: bool = True, n_nodes: int = 32, chunk_size: int = 8,
+                    progress: bool = False) -> Dict[float, dict]:
+    """:func:`denoising_experiment` at every sigma (noise seeded by ``seed``): {sigma: result}, for the lesson's slider.
+
+    ``progress=True`` shows one tqdm.auto bar over all sigmas' chunks (the results do not change).
+    """
+    chunk_size = checks.positive_int(chunk_size, "chunk_size")
+    sigmas = [checks.positive(s, "sigma") for s in sigmas]
+    with _ChunkBar(progress, len(sigmas) * _n_chunks(len(x_clean), chunk_size), "denoising sweep") as bar:
+        return {float(s): _denoise(model, x_clean, s, torch.Generator().manual_seed(seed), noise_conditional,
+                                   n_nodes, chunk_size, bar)
+                for s in sigmas}
 
 
 # ----------------------------------------------------------------------------- anomaly detection

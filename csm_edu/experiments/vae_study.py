@@ -48,13 +48,16 @@ def make_estimator(name: str, *, dim: int = 2, cond_dim: int = 0, hidden: int = 
 
 
 def fit_estimators(target=None, *, sample_sizes: Sequence[int] = (50, 200, 800), names: Sequence[str] = ESTIMATOR_NAMES,
-                   n_steps: int = 300, batch_size: int = 128, n_test: int = 1000, seed: int = 0):
+                   n_steps: int = 300, batch_size: int = 128, n_test: int = 1000, seed: int = 0,
+                   progress: bool = False):
     """Fit every estimator on the first n samples of one draw of ``target``, for every n in ``sample_sizes``.
 
     Networks take ``n_steps`` Adam steps on minibatches of their n samples. Returns a dict
     (name, n) -> {"estimator", "samples", "fisher", "information", "seconds"}: the Fisher divergence
     1/2 E|s_hat - grad log p|^2 on ``n_test`` fresh samples, and the Fisher information
     1/2 E|grad log p|^2 (the divergence of the zero field) for scale.
+    ``progress=True`` shows a tqdm.auto bar over the (estimator, n) fits with the current estimator and n
+    (and a network's training loss); the fits, their order and their random draws are the same either way.
     """
     target = target or implicit_target()
     g = torch.Generator().manual_seed(seed)
@@ -62,22 +65,38 @@ def fit_estimators(target=None, *, sample_sizes: Sequence[int] = (50, 200, 800),
     pool = target.sample(max(sizes), generator=g)
     x_test = target.sample(checks.positive_int(n_test, "n_test"), generator=g)
     information = metrics.fisher_divergence(lambda z: torch.zeros_like(z), target, x_test)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(names) * len(sizes), desc="score estimators", unit="fit", leave=False)
     out = {}
-    for name in names:
-        for n in sizes:
-            with config.seeded(seed):
-                est = make_estimator(name, dim=target.dim)
-                z = pool[:n]
-                start = time.perf_counter()
-                if est.amortised:
-                    for _ in range(checks.positive_int(n_steps, "n_steps")):
-                        est.fit(z[torch.randint(0, n, (min(batch_size, n),), generator=g)])
-                else:
-                    est.fit(z)
-                seconds = time.perf_counter() - start
-                fisher = metrics.fisher_divergence(est.score, target, x_test)
-                out[name, n] = {"estimator": est, "samples": z, "fisher": fisher, "information": information,
-                                "seconds": seconds}
+    try:
+        for name in names:
+            for n in sizes:
+                if bar is not None:
+                    bar.set_postfix_str(f"{name}, n={n}")
+                with config.seeded(seed):
+                    est = make_estimator(name, dim=target.dim)
+                    z = pool[:n]
+                    start = time.perf_counter()
+                    if est.amortised:
+                        steps = checks.positive_int(n_steps, "n_steps")
+                        for step in range(steps):
+                            est.fit(z[torch.randint(0, n, (min(batch_size, n),), generator=g)])
+                            if bar is not None and ((step + 1) % 25 == 0 or step + 1 == steps) and est.loss_history:
+                                bar.set_postfix_str(f"{name}, n={n}, step {step + 1}/{steps}, "
+                                                    f"loss {float(est.loss_history[-1]):.3g}")
+                    else:
+                        est.fit(z)
+                    seconds = time.perf_counter() - start
+                    fisher = metrics.fisher_divergence(est.score, target, x_test)
+                    out[name, n] = {"estimator": est, "samples": z, "fisher": fisher, "information": information,
+                                    "seconds": seconds}
+                if bar is not None:
+                    bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
     return out
 
 
