@@ -33,9 +33,9 @@ allocates and frees inside one operation are not seen. As a cross-check the mode
 glibc's ``mallinfo2`` in-use bytes after every operation (``malloc peak MB``); from the second
 step on it agrees with the tensor count to within a few percent.
 
-Time: by default the process's CPU time of each step (``--clock cpu``; one thread, so it is the
-step's cost on one core, and other jobs on a shared machine barely move it), or the wall time
-(``--clock wall``, ``timing.ratios_in_turns``; needed on a GPU). Either way the objectives take
+Time: ``timing.ratios_in_turns``, whose clock (``timing.step_clock``) is the thread's CPU time on
+a CPU with one thread (the step's cost on one core; other jobs on a shared machine barely move it)
+and the wall time otherwise (several threads, a GPU). The objectives take
 turns step by step, each ratio is taken within a round and the median and the spread over the
 rounds are reported.
 
@@ -44,7 +44,6 @@ the machine and its load.
 """
 import argparse
 import ctypes
-import statistics
 import time
 import weakref
 
@@ -80,33 +79,6 @@ def loss_fns(model):
 
 PAIRS = [("exact SM", "torchebm exact SM"), ("exact SM", "exact SM loop"), ("exact SM", "SSM"),
          ("exact SM forward", "torchebm exact SM"), ("exact SM loop", "torchebm exact SM")]
-
-
-def ratios_in_turns_cpu(fns, model, x, pairs, *, rounds, repeats, warmup=1):
-    """``timing.ratios_in_turns`` with the process's CPU time (``time.process_time``) as the clock."""
-    def step(fn):
-        model.zero_grad(set_to_none=True)
-        t0 = time.process_time()
-        fn(model, x).backward()
-        return (time.process_time() - t0) * 1e3
-    for fn in fns.values():
-        for _ in range(warmup):
-            step(fn)
-    per_round = []
-    for _ in range(rounds):
-        times = {name: [] for name in fns}
-        for _ in range(repeats):
-            for name, fn in fns.items():
-                times[name].append(step(fn))
-        per_round.append({name: statistics.median(t) for name, t in times.items()})
-    model.zero_grad(set_to_none=True)
-    rows = []
-    for num, den in pairs:
-        ratios = [ms[num] / ms[den] for ms in per_round]
-        rows.append(dict(numerator=num, denominator=den, ratio=statistics.median(ratios), ratio_lo=min(ratios),
-                         ratio_hi=max(ratios), numerator_ms=statistics.median(ms[num] for ms in per_round),
-                         denominator_ms=statistics.median(ms[den] for ms in per_round), rounds=rounds))
-    return rows
 
 
 def build(dim, batch, hidden, device):
@@ -192,15 +164,12 @@ def main():
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: config.device())")
-    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
-                        help="process CPU time (default, CPU only) or wall time")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measure")
     parser.add_argument("--csv", default="benchmarks/results/ratios_objectives_cpu.csv")
     args = parser.parse_args()
     device, header = timing.prepare(args.threads, args.device)
-    if device.type != "cpu":
-        args.clock = "wall"
-    measure = ratios_in_turns_cpu if args.clock == "cpu" else timing.ratios_in_turns
+    measure = timing.ratios_in_turns
+    clock = "cpu" if timing.step_clock(device) is not time.perf_counter else "wall"
     peer = "torchebm exact SM: torchebm installed" if ScoreMatching is not None else "torchebm not installed"
     start, rows = time.perf_counter(), []
     print(f"{header} | {timing.machine_line()} | ...")
@@ -236,7 +205,7 @@ def main():
                 print(table[-1], flush=True)
     # the load is read at the end too: the header names what the machine carried while measuring
     header = (f"{header} | {timing.machine_line()} | EnergyMLP D-{args.hidden}-{args.hidden}-1, batch {args.batch}, "
-              f"{args.rounds} rounds x {args.repeats} steps in turns, {args.clock} time, ratio = median over rounds, lo-hi = spread | "
+              f"{args.rounds} rounds x {args.repeats} steps in turns, {clock} time, ratio = median over rounds, lo-hi = spread | "
               f"memory: peak live tensor storage of one step (TorchDispatchMode count, repeatable) | {peer}")
     print("\n" + header)
     print("| D | what | numerator / denominator | ratio (median) | spread over rounds | ms (num, den) |")

@@ -95,11 +95,7 @@ def make_checkpoint(path=None, *, progress: bool = True):
 
 def checkpoint_shipped() -> bool:
     """Whether the package holds :data:`CHECKPOINT`."""
-    try:
-        resources.path(CHECKPOINT)
-    except FileNotFoundError:
-        return False
-    return True
+    return resources.shipped(CHECKPOINT)
 
 
 def load_checkpoint(path=None):

@@ -234,11 +234,7 @@ def make_checkpoint(path=None, *, progress: bool = True):
 
 def checkpoint_shipped() -> bool:
     """Whether the package holds :data:`CHECKPOINT` (lesson 12 trains its VAEs itself when it does not)."""
-    try:
-        resources.path(CHECKPOINT)
-    except FileNotFoundError:
-        return False
-    return True
+    return resources.shipped(CHECKPOINT)
 
 
 def load_checkpoint(path=None):

@@ -44,6 +44,15 @@ def names() -> List[str]:
     return sorted(found)
 
 
+def shipped(name: str) -> bool:
+    """Whether the package holds the file ``name`` (e.g. a lesson's checkpoint; see :func:`path`)."""
+    try:
+        path(name)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def path(name: str) -> Path:
     """A filesystem path to the shipped file ``name`` (e.g. ``"results/scaling_cpu.csv"``).
 
