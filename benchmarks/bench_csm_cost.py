@@ -1,8 +1,8 @@
 """Cost of a composite score matching step against a plain forward + backward of the same AR-CSM (issue 20).
 
 For every configuration (the default ``ARCSM(784)``, the scaling study's model, the image
-lessons' MADE and PixelCNN models of MNIST) and head (``head="mlp"``, the default, and
-``head="local_mean"``, the default, and ``head="mlp"``) at D = 784, batch 128, all timed in turns in one process
+lessons' MADE and PixelCNN models of MNIST) and head (``head="local_mean"``, the default, and
+``head="mlp"``, the earlier one) at D = 784, batch 128, all timed in turns in one process
 (:func:`csm_edu.experiments.timing.time_interleaved`, so load from other processes hits every
 measurement alike):
 
