@@ -1,8 +1,8 @@
 """Cost of a composite score matching step against a plain forward + backward of the same AR-CSM (issue 20).
 
 For every configuration (the default ``ARCSM(784)``, the scaling study's model, the image
-lessons' MADE and PixelCNN models of MNIST) and head (``head="mlp"``, the default, and
-``head="local_mean"``, the default, and ``head="mlp"``) at D = 784, batch 128, all timed in turns in one process
+lessons' MADE and PixelCNN models of MNIST) and head (``head="local_mean"``, the default, and
+``head="mlp"``, the earlier one) at D = 784, batch 128, all timed in turns in one process
 (:func:`csm_edu.experiments.timing.time_interleaved`, so load from other processes hits every
 measurement alike):
 
@@ -80,6 +80,13 @@ def profile(times: dict) -> dict:
     }
 
 
+def _write(path, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
@@ -107,16 +114,13 @@ def main():
                    "csm_ms": round(times["CSM"], 2), "ratio": round(times["CSM"] / times["plain"], 3)}
             row.update({k.replace(" ", "_") + "_ms": round(v, 2) for k, v in parts.items()})
             rows.append(row)
+            _write(args.csv, rows)   # after every run, so that an interrupted benchmark keeps what it measured
             print(f"{name:22s} {head:10s} run {run}: plain {times['plain']:8.1f} ms  CSM {times['CSM']:8.1f} ms  "
                   f"ratio {row['ratio']:.3f} | " + "  ".join(f"{k} {v:.1f}" for k, v in parts.items()), flush=True)
     print(f"\n{'configuration':22s} {'head':5s} {'CSM / plain (median, min-max over runs)':>42s}")
     for name, head in [(n, h) for n in args.configs for h in args.heads]:
         ratios = [r["ratio"] for r in rows if r["config"] == name and r["head"] == head]
         print(f"{name:22s} {head:10s} {statistics.median(ratios):18.3f} ({min(ratios):.3f}-{max(ratios):.3f})")
-    with open(args.csv, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     print(f"wrote {args.csv} in {time.perf_counter() - start:.0f} s ({header})")
 
 

@@ -336,7 +336,9 @@ class _LocalMeanHeadWithDiagonal(torch.autograd.Function):
     \bar P = \bar\delta\lambda(1 - T^2); then per unit g_j = q_j w_j(\bar S - 2\bar P a_j t_j) (the gradient
     of the pre-activation h_j + a_j x): \bar h_j = g_j, \bar w_j = \bar S t_j + \bar P a_j q_j,
     \bar a_j = \sum_{rows}(g_j x + \bar P w_j q_j), \bar x = \sum_j g_j a_j - \lambda\bar s.
-    Everything is elementwise on (rows, H) plus row sums: t is the only (rows, H) tensor kept. On a
+    Everything is elementwise on (rows, H) plus row sums and products with a. The forward keeps t, q and
+    w q (three (rows, H) tensors: the backward then needs five passes over them, plus two matrix-vector
+    products, where recomputing q and w q would cost three more). On a
     CPU the rows go in blocks of ``cpu_block_rows`` so that a block's intermediates stay in the cache
     (as in :class:`_SiLUHeadWithDiagonal`); on a GPU the whole tensor is one block. Once
     differentiable (a test compares it with autograd's double backward).
@@ -351,26 +353,27 @@ class _LocalMeanHeadWithDiagonal(torch.autograd.Function):
         m, log_v, x = m.reshape(-1), log_v.reshape(-1), x.reshape(-1)
         n_rows = h.shape[0]
         block = n_rows if h.is_cuda else _LocalMeanHeadWithDiagonal.cpu_block_rows
-        t = torch.empty_like(h)
+        one = h.new_ones(())
+        t, q, wq = torch.empty_like(h), torch.empty_like(h), torch.empty_like(h)
         S, P = h.new_empty(n_rows), h.new_empty(n_rows)
         for start in range(0, n_rows, block):
             r = slice(start, start + block)
             torch.addcmul(h[r], x[r, None], a, out=t[r]).tanh_()
             torch.linalg.vecdot(w[r], t[r], out=S[r])
-            wa = w[r] * a
-            P[r] = wa.sum(-1) - torch.linalg.vecdot(wa.mul_(t[r]), t[r])
+            torch.addcmul(one, t[r], t[r], value=-1.0, out=q[r])         # q = 1 - t^2
+            torch.mv(torch.mul(w[r], q[r], out=wq[r]), a, out=P[r])      # P = (w q) . a
         T = torch.tanh(S / mean_range)
         precision = torch.exp(-log_v)
         s = (m + mean_range * T - x) * precision
         diag = ((1.0 - T * T) * P - 1.0) * precision
-        ctx.save_for_backward(t, a, w, x, T, P, precision, s, diag)
+        ctx.save_for_backward(t, q, wq, a, x, T, P, precision, s, diag)
         ctx.mean_range, ctx.shape, ctx.block = mean_range, shape, block
         return s.view(shape[:-1]), diag.view(shape[:-1])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_s, grad_diag):
-        t, a, w, x, T, P, precision, s, diag = ctx.saved_tensors
+        t, q, wq, a, x, T, P, precision, s, diag = ctx.saved_tensors
         grad_s, grad_diag = grad_s.reshape(-1), grad_diag.reshape(-1)
         u = 1.0 - T * T
         grad_log_v = -(grad_s * s + grad_diag * diag)
@@ -382,11 +385,10 @@ class _LocalMeanHeadWithDiagonal(torch.autograd.Function):
         for start in range(0, t.shape[0], ctx.block):
             r = slice(start, start + ctx.block)
             tr, gS, gP = t[r], grad_S[r, None], grad_P[r, None]
-            q = torch.addcmul(torch.ones_like(tr), tr, tr, value=-1.0)
-            wq = w[r] * q
-            torch.mul(tr, a, out=grad_pre[r]).mul_(-2.0 * gP).add_(gS).mul_(wq)    # q w (S-bar - 2 P-bar a t)
-            torch.addcmul(gS * tr, gP * q, a, out=grad_w[r])                        # S-bar t + P-bar a q
-            grad_a.addmv_(grad_pre[r].t(), x[r]).addmv_(wq.t(), grad_P[r])
+            gpre = torch.mul(tr, a, out=grad_pre[r])
+            torch.addcmul(gS, gpre, gP, value=-2.0, out=gpre).mul_(wq[r])         # q w (S-bar - 2 P-bar a t)
+            torch.mul(q[r], a, out=grad_w[r]).mul_(gP).addcmul_(tr, gS)           # S-bar t + P-bar a q
+            grad_a.addmv_(gpre.t(), x[r]).addmv_(wq[r].t(), grad_P[r])
         grad_x = grad_pre @ a - grad_s * precision if ctx.needs_input_grad[5] else None
         shape = ctx.shape
         return (grad_pre.view(shape), grad_a, grad_w.view(shape), grad_m.view(shape[:-1]),
