@@ -21,6 +21,7 @@ all D of them come from ONE extra pass through the head (:meth:`AutoregressiveSc
 a backward pass in general; :class:`ARCSM` carries the derivative forward in closed form), where exact
 score matching needs D backward passes through the whole network.
 """
+import functools
 import math
 from typing import Optional, Sequence
 
@@ -295,8 +296,10 @@ class ARCSM(AutoregressiveScoreModel):
             hidden, out = self.head_out[1], self.head_out[3]
             return _SiLUHeadWithDiagonal.apply(h0, self.head_x, hidden.weight, hidden.bias,
                                               out.weight.view(-1), out.bias.view(()))
-        h, w, m, log_v = self.head_parameters(context)
-        return _LocalMeanHeadWithDiagonal.apply(h, self.head_x, w, m, log_v, x, self.mean_range)
+        parts = (*self.head_parameters(context), self.head_x, x)
+        dtype = functools.reduce(torch.promote_types, (p.dtype for p in parts))   # autocast may mix bf16 and float32
+        h, w, m, log_v, a, x_head = (p.to(dtype) for p in parts)
+        return _LocalMeanHeadWithDiagonal.apply(h, a, w, m, log_v, x_head, self.mean_range)
 
     @torch.no_grad()
     def tail_bound(self, context: torch.Tensor, lo, hi, dims: Optional[torch.Tensor] = None):
