@@ -128,6 +128,38 @@ def arcsm_log_prob(model, x: torch.Tensor, *, bounds: Sequence[float] = (-6.0, 6
     return (value, error) if return_error else value
 
 
+def box_test(model, x: torch.Tensor, *, bounds: Sequence[float] = (-6.0, 6.0), n_nodes: int = 256, widen: float = 2.0,
+             y: Optional[torch.Tensor] = None) -> dict:
+    r"""The box test: is ``model`` a density on all of R^D, or only once cut to the box?
+
+    The mean test log-likelihood (:func:`arcsm_log_prob`, ``tails=True``) on ``bounds`` and on the box
+    ``widen`` times as wide about the same centre, with ``widen`` times the nodes (the same spacing). For
+    a model normalisable on R whose mass lies in ``bounds`` the two agree within the sum of their error
+    estimates (resolution plus the mass outside each box); a model whose scores point outward beyond the
+    data (a non-decaying tail) loses mass to the wider box and scores far lower there.
+
+    Returns a dict with ``narrow``, ``narrow_error``, ``wide``, ``wide_error`` (means over the rows of
+    ``x``, nats), ``difference`` = |narrow - wide| and ``passed``: both error estimates finite (an infinite
+    one means a score that does not point back into the box at its ends) and difference <= narrow_error +
+    wide_error + 1e-4 (the float32 floor).
+    """
+    lo, hi = checks.bounds(bounds)
+    widen = float(widen)
+    if not widen > 1.0:
+        raise ValueError(f"widen must be > 1 (how many times wider the second box is), got {widen}; e.g. widen=2.0")
+    centre, half = (lo + hi) / 2, (hi - lo) / 2
+    wide_bounds = (centre - widen * half, centre + widen * half)
+    wide_nodes = 2 * math.ceil(widen * n_nodes / 2)
+    narrow, narrow_error = arcsm_log_prob(model, x, bounds=(lo, hi), n_nodes=n_nodes, return_error=True, y=y)
+    wide, wide_error = arcsm_log_prob(model, x, bounds=wide_bounds, n_nodes=wide_nodes, return_error=True, y=y)
+    result = {"narrow": float(narrow.mean()), "narrow_error": float(narrow_error.mean()),
+              "wide": float(wide.mean()), "wide_error": float(wide_error.mean())}
+    result["difference"] = abs(result["narrow"] - result["wide"])
+    bound = result["narrow_error"] + result["wide_error"]
+    result["passed"] = math.isfinite(bound) and result["difference"] <= bound + 1e-4
+    return result
+
+
 def joint_score(model, x: torch.Tensor, *, bounds: Sequence = (-6.0, 6.0), n_nodes: int = 32,
                 y: Optional[torch.Tensor] = None) -> torch.Tensor:
     r"""The joint score grad_x log q(x) of an autoregressive score model, shape (n, D), detached.

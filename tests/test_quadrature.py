@@ -6,7 +6,7 @@ from csm_edu import data
 from csm_edu import distributions as dist
 from csm_edu.models import ARCSM, ExactConditionalScores
 from csm_edu.models.arcsm import target_conditional_log_probs
-from csm_edu.quadrature import arcsm_log_prob
+from csm_edu.quadrature import arcsm_log_prob, box_test
 
 GAUSSIAN = dist.Gaussian([0.5, -1.0, 0.0], [[1.0, 0.6, 0.2], [0.6, 2.0, -0.5], [0.2, -0.5, 0.8]])
 
@@ -108,3 +108,26 @@ def test_the_likelihood_of_every_lesson_arcsm_does_not_depend_on_the_box(name):
     for (v1, e1), (v2, e2) in zip(results, results[1:]):
         assert torch.all((v1 - v2).abs() <= e1 + e2 + 1e-6), name
     assert torch.all(results[-1][1] < 0.05 * model.dim)        # and the widest box holds the mass
+
+
+class _OutwardTails(torch.nn.Module):
+    """One-dimensional score model: a standard normal's score inside |x| < 4, pointing outward beyond it
+    (the non-decaying tail of issue 17's background model)."""
+    dim = 1
+
+    def context(self, x, y=None):
+        return torch.zeros(x.shape[0], 1, 1, dtype=x.dtype)
+
+    def head(self, context, x, dims=None):
+        x = torch.broadcast_to(x, torch.broadcast_shapes(context.shape[:-1], x.shape))
+        return torch.where(x.abs() < 4, -x, x.sign() * 2.0)
+
+
+def test_box_test_passes_a_density_on_r_and_fails_a_model_cut_to_the_box():
+    x = torch.randn(64, 1, generator=torch.Generator().manual_seed(3), dtype=torch.float64).clamp(-3, 3)
+    density = box_test(ExactConditionalScores(dist.Gaussian([0.0], [[1.0]])), x, bounds=(-6.0, 6.0), n_nodes=128)
+    assert density["passed"] and density["difference"] < 1e-3
+    cut = box_test(_OutwardTails(), x, bounds=(-6.0, 6.0), n_nodes=128)
+    assert not cut["passed"] and cut["wide"] < cut["narrow"] - 1.0
+    with pytest.raises(ValueError, match="widen"):
+        box_test(_OutwardTails(), x, widen=1.0)
