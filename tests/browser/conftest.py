@@ -5,6 +5,7 @@ and JupyterLab settings, the workspace the notebooks are copied into, the server
 screenshots), so the repository and the user's Jupyter set-up are never touched. The folder is
 named in the test summary and in every assertion message.
 """
+import contextlib
 import importlib.util
 import json
 import os
@@ -135,6 +136,7 @@ class JupyterLab:
             "--ServerApp.password=",
             "--ServerApp.disable_check_xsrf=True",
             f"--ServerApp.root_dir={self.workspace}",
+            "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: open notebooks in one page
         ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             command.append("--allow-root")
@@ -191,6 +193,23 @@ class JupyterLab:
             pass
 
 
+# The server, the browser and the shared page are closed (last in, first out) right after the last
+# test of tests/browser, not at the end of the whole session: the rest of the suite (nbval runs every
+# lesson afterwards) must not share the CPU with an idle JupyterLab and Chromium.
+_browser_stack = contextlib.ExitStack()
+
+
+def _close_browser():
+    _browser_stack.close()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    here = Path(__file__).resolve().parent
+    if nextitem is None or here not in Path(str(nextitem.fspath)).resolve().parents:
+        _close_browser()
+
+
 @pytest.fixture(scope="session")
 def jupyter_lab(browser_artifacts):
     """A running JupyterLab (quick mode, no token) that is shut down even when a test fails."""
@@ -198,11 +217,12 @@ def jupyter_lab(browser_artifacts):
     if reason:
         pytest.skip(reason)
     server = JupyterLab(browser_artifacts)
+    _browser_stack.callback(server.stop)
     try:
         server.start()
         yield server
     finally:
-        server.stop()
+        _close_browser()
 
 
 @pytest.fixture(scope="session")
@@ -214,16 +234,68 @@ def chromium_context(browser_artifacts):
     from playwright.sync_api import sync_playwright
 
     profile = browser_artifacts / "chromium-profile"  # the fresh --user-data-dir
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_FLAGS,
-            viewport={"width": 1280, "height": 900},
-        )
+    _browser_stack.callback(shutil.rmtree, profile, ignore_errors=True)
+    playwright = _browser_stack.enter_context(sync_playwright())
+    context = playwright.chromium.launch_persistent_context(
+        str(profile),
+        executable_path=str(CHROMIUM),
+        headless=True,
+        args=CHROMIUM_FLAGS,
+        viewport={"width": 1280, "height": 900},
+    )
+    _browser_stack.callback(context.close)
+    try:
+        yield context
+    finally:
+        _close_browser()
+
+
+JS_APP_READY = "() => !!(window.jupyterapp && window.jupyterapp.shell && document.querySelector('#jp-main-dock-panel'))"
+# Close every document in the main area without the "save changes?" dialog (the workspace copy is
+# throwaway), so the next test starts from an empty JupyterLab, as after a fresh page load.
+JS_CLOSE_ALL = """async () => {
+    const app = window.jupyterapp;
+    for (const widget of [...app.shell.widgets('main')]) {
+        if (widget.context) widget.context.model.dirty = false;
+        widget.dispose();
+    }
+}"""
+
+
+class LabPage:
+    """One JupyterLab page in Chromium, shared by the browser tests: JupyterLab's front end loads once
+    (most of a page load's CPU) and each test opens its notebook in it with the command a
+    double-click in the file browser runs (``docmanager:open``), then closes it again."""
+
+    def __init__(self, server, context):
+        self.server = server
+        self.page = context.new_page()
+        self.page.set_default_timeout(30_000)
+        self.page.goto(f"{server.url}/lab?reset")
+        self.page.wait_for_function(JS_APP_READY, timeout=120_000)
+        self.page.evaluate("() => window.jupyterapp.restored")
+
+    def open(self, source: Path):
+        """Copy ``source`` into the workspace and open it in the shared page; return the page."""
+        self.server.add_notebook(source)
+        self.page.evaluate("path => window.jupyterapp.commands.execute('docmanager:open', {path})",
+                           f"notebooks/{source.name}")
+        return self.page
+
+    def close_all(self):
+        """Close every open document and stop every kernel (the next test gets the CPU to itself)."""
         try:
-            yield context
+            self.page.evaluate(JS_CLOSE_ALL)
         finally:
-            context.close()
-            shutil.rmtree(profile, ignore_errors=True)
+            self.server.shutdown_kernels()
+
+
+@pytest.fixture(scope="session")
+def lab_page(jupyter_lab, chromium_context):
+    """The shared JupyterLab page (see :class:`LabPage`); a test opens one notebook and closes it."""
+    lab = LabPage(jupyter_lab, chromium_context)
+    _browser_stack.callback(lab.page.close)
+    try:
+        yield lab
+    finally:
+        _close_browser()

@@ -2,7 +2,7 @@
 
 JupyterLab rewrites a notebook's kernelspec and language_info when its kernel connects; a lesson
 saved with other metadata then shows the "modified" dot at once, and autosave writes it back.
-This opens two lessons in a real JupyterLab (the session fixture of tests/browser), waits for the
+This opens two lessons in a real JupyterLab (the shared page of tests/browser/conftest.py), waits for the
 kernel, gives JupyterLab a few seconds, and checks that the tab is not dirty.
 """
 import time
@@ -18,11 +18,9 @@ SETTLE_S = 3.0
 
 
 @pytest.mark.parametrize("name", LESSONS)
-def test_opening_a_lesson_does_not_mark_it_modified(name, jupyter_lab, chromium_context, browser_artifacts):
-    page = chromium_context.new_page()
-    page.set_default_timeout(30_000)
+def test_opening_a_lesson_does_not_mark_it_modified(name, lab_page, browser_artifacts):
     try:
-        page.goto(jupyter_lab.add_notebook(REPO_ROOT / "notebooks" / name))
+        page = lab_page.open(REPO_ROOT / "notebooks" / name)
         page.wait_for_selector(f"{NOTEBOOK} .jp-Cell", timeout=60_000)
         assert wait_for_kernel(page, KERNEL_READY_TIMEOUT_S), f"kernel not idle within {KERNEL_READY_TIMEOUT_S:.0f} s"
         time.sleep(SETTLE_S)
@@ -30,5 +28,4 @@ def test_opening_a_lesson_does_not_mark_it_modified(name, jupyter_lab, chromium_
         dirty = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.jp-mod-dirty").count()
         assert dirty == 0, f"JupyterLab marked {name} modified on opening (metadata differs from what it writes)"
     finally:
-        page.close()
-        jupyter_lab.shutdown_kernels()  # the next browser test gets the CPU to itself
+        lab_page.close_all()  # and stop the kernel: the next browser test gets the CPU to itself

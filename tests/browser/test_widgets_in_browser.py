@@ -1,6 +1,7 @@
 """Students meet the kit in JupyterLab, not in nbval: prove the sliders work there (issue 10).
 
-For each notebook: open it in JupyterLab in headless Chromium, Run > Run All Cells, wait until
+For each notebook: open it in JupyterLab in headless Chromium (one JupyterLab page shared by the
+browser tests, see ``lab_page`` in conftest.py), Run > Run All Cells, wait until
 the kernel is idle and no prompt shows ``[*]``, take the first cell whose output holds an
 ipywidgets slider and a plot, move the slider with the arrow keys, and check that the text
 readout and the plot image under it change and that no output anywhere shows a traceback.
@@ -111,18 +112,17 @@ def widget_state(page, output_area):
 def test_slider_changes_readout_and_plot(notebook_path, request):
     if not notebook_path.exists():
         pytest.skip(f"notebook not found: {notebook_path.relative_to(REPO_ROOT)}")
-    server = request.getfixturevalue("jupyter_lab")
-    context = request.getfixturevalue("chromium_context")
+    lab = request.getfixturevalue("lab_page")
+    server = lab.server
     shots = request.getfixturevalue("browser_artifacts") / "screenshots"
     shots.mkdir(exist_ok=True)
     name = request.node.callspec.id
     where = f"(screenshots: {shots}/{name}-*.png, server log: {server.log_path})"
 
-    page = context.new_page()
-    page.set_default_timeout(30_000)
+    page = lab.page
     try:
         started = time.perf_counter()
-        page.goto(server.add_notebook(notebook_path))
+        lab.open(notebook_path)
         page.wait_for_selector(f"{NOTEBOOK} .jp-Cell", timeout=60_000)
         assert wait_for_kernel(page, KERNEL_READY_TIMEOUT_S), \
             f"kernel not idle within {KERNEL_READY_TIMEOUT_S:.0f} s {where}"
@@ -188,5 +188,4 @@ def test_slider_changes_readout_and_plot(notebook_path, request):
             page.screenshot(path=shots / f"{name}-failure.png")
         raise
     finally:
-        page.close()
-        server.shutdown_kernels()
+        lab.close_all()
