@@ -29,13 +29,14 @@ from csm_edu.models import ARCSM
 from csm_edu.widgets import lesson07
 
 ST = toy_density.STUDY_SETTINGS
+SAVE_DIR = None          # --save DIR: keep each trained model's state_dict there
 
 # name -> (sigma0, anneal fraction, shape, background start, background end)
 VARIANTS = {
     "base": (0.0, 0.0, "linear", ST["background"], None),
     "nobg": (0.0, 0.0, "linear", 0.0, None),
 }
-for s in (0.25, 0.5, 0.75, 1.0):
+for s in (0.25, 0.5, 0.75, 1.0, 1.5, 2.0):
     for frac in (0.3, 0.5, 0.8):
         VARIANTS[f"s{s}-f{frac}"] = (s, frac, "linear", ST["background"], None)
         VARIANTS[f"s{s}-f{frac}-nobg"] = (s, frac, "linear", 0.0, None)
@@ -75,6 +76,15 @@ def ring_weight(model) -> float:
     return float(q[grid > 0].sum() * step / (q.sum() * step))
 
 
+def ring_mode_tv(model, seed, n=8000) -> float:
+    """Total variation between the model's mass per ring mode (samples, nearest mode) and the true 1/8 each."""
+    z = model.sample(n, generator=torch.Generator().manual_seed(seed))
+    angles = torch.arange(8) * 2 * math.pi / 8
+    centres = 3.0 * torch.stack([angles.cos(), angles.sin()], 1)
+    w = torch.bincount(torch.cdist(z, centres).argmin(1), minlength=8).double() / n
+    return float(0.5 * (w - 1 / 8).abs().sum())
+
+
 def run(set_name, seed, variant):
     x_train, x_test, target = toy_density.study_data(set_name, seed, ST["n_train"], ST["n_test"])
     dim = x_train.shape[1]
@@ -87,6 +97,8 @@ def run(set_name, seed, variant):
               batch_size=ST["batch_size"], lr=3e-3, generator=torch.Generator().manual_seed(seed), device="cpu",
               progress=False)
     cpu = time.thread_time() - c0
+    if SAVE_DIR:
+        torch.save(model.state_dict(), f"{SAVE_DIR}/{set_name}-{seed}-{variant}.pt")
     lo, hi = ST["bounds"]
     with torch.no_grad():
         value, error = model.log_prob(x_test, return_error=True)
@@ -96,6 +108,7 @@ def run(set_name, seed, variant):
                "box": float(wide.mean()) - float(value.mean()), "error": float(error.mean())}
         if set_name == "mixture":
             row["p_upper"] = ring_weight(model)
+            row["mode_tv"] = ring_mode_tv(model, seed)
         else:
             row["small_mode"] = toy_density.small_mode_weight(
                 model.sample(ST["n_test"], generator=torch.Generator().manual_seed(seed)))
@@ -108,7 +121,10 @@ def main(argv=None):
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--variant", action="append", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--save", default=None)
     a = p.parse_args(argv)
+    global SAVE_DIR
+    SAVE_DIR = a.save
     torch.set_num_threads(1)
     for set_name in a.sets:
         for seed in a.seeds:
