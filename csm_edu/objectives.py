@@ -325,7 +325,7 @@ def multiscale_dsm(score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
 
 
 def composite_score_matching(model, x: torch.Tensor, y: Optional[torch.Tensor] = None, *,
-                             background: float = 0.0, background_scale: float = 1.0,
+                             background: float = 0.0, background_scale: float = 1.0, smoothing: float = 0.0,
                              generator: Optional[torch.Generator] = None) -> torch.Tensor:
     r"""Composite score matching (Meng et al. 2020) for an autoregressive score model.
 
@@ -349,10 +349,22 @@ def composite_score_matching(model, x: torch.Tensor, y: Optional[torch.Tensor] =
     log-likelihood. It constrains the score only where b has mass (about tau * 4 around the
     mean): beyond that the tails are the model's own (:class:`csm_edu.models.ARCSM` has a Gaussian
     base score that makes every conditional normalisable on all of R).
+
+    ``smoothing`` = sigma > 0 trains on x + sigma eps, eps ~ N(0, I) (drawn with ``generator``, before
+    the background, which then takes its mean and width from the smoothed batch): the target becomes
+    the smoothed density p_sigma = p * N(0, sigma^2 I), whose conditionals have mass in the gaps
+    between modes, so the objective sees their relative weights there. Annealed to 0 over the first
+    part of training (:func:`smoothing_schedule`), it is a continuation method: the weights found
+    while the modes overlap are hardly moved by the later, weight-blind steps on plain data, while
+    the shapes sharpen to those of p. A fixed sigma > 0 learns p_sigma, not p.
     """
     x = checks.as_batch(x, "x")
     if not 0.0 <= float(background) < 1.0:
         raise ValueError(f"background must be a fraction in [0, 1), got {background}; e.g. 0.05")
+    if float(smoothing) < 0.0 or not torch.isfinite(torch.tensor(float(smoothing))):
+        raise ValueError(f"smoothing must be a finite noise std >= 0, got {smoothing}; e.g. 1.0, or 0 for none")
+    if float(smoothing) > 0.0:
+        x = x + float(smoothing) * torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
     n_background = int(round(float(background) * x.shape[0]))
     if n_background:
         scale = checks.positive(background_scale, "background_scale")
@@ -367,6 +379,27 @@ def composite_score_matching(model, x: torch.Tensor, y: Optional[torch.Tensor] =
         x = torch.cat([x[n_background:], mean + tau * z])
     s, diag = model.scores_and_diagonal(x, y)
     return (0.5 * s ** 2 + diag).sum(1).mean()
+
+
+def smoothing_schedule(step: int, steps: int, *, sigma0: float, fraction: float = 0.8) -> float:
+    r"""The noise std of step ``step`` (0-based) of ``steps`` for :func:`composite_score_matching`'s
+    ``smoothing``: sigma0 (1 - step / (fraction steps)) for step < fraction steps, then 0, i.e. a linear
+    anneal from ``sigma0`` to 0 over the first ``fraction`` of training and plain data afterwards. Use
+    it with a step counter in the loss given to :func:`csm_edu.train.fit`, e.g.
+    ``count = itertools.count(); loss = lambda m, x: composite_score_matching(m, x, background=0.05,
+    smoothing=smoothing_schedule(next(count), steps, sigma0=1.0))``.
+    """
+    step = checks.positive_int(step, "step", minimum=0)
+    steps = checks.positive_int(steps, "steps")
+    sigma0 = float(sigma0)
+    if sigma0 < 0.0:
+        raise ValueError(f"sigma0 must be a noise std >= 0, got {sigma0}")
+    fraction = float(fraction)
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must lie in [0, 1], got {fraction}; e.g. 0.8")
+    if fraction == 0.0 or step >= fraction * steps:
+        return 0.0
+    return sigma0 * (1.0 - step / (fraction * steps))
 
 
 def negative_log_likelihood(model, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
