@@ -77,10 +77,15 @@ def spread_against_dimension(n_importance: int, *, dims: Sequence[int] = DIMS, n
 HIDDEN, N_COMPONENTS = 64, 10     # the comparison's ResMADE width and mixture size (lesson 08, its checkpoint)
 
 
-def build_models(dim: int, *, hidden: int = HIDDEN, n_components: int = N_COMPONENTS, n_importance: int = 20) -> dict:
-    """Untrained AEM, AR-CSM and MixtureMADE of the comparison, as ``{name: constructor}`` (call it to build)."""
+def build_models(dim: int, *, hidden: int = HIDDEN, n_components: int = N_COMPONENTS, n_importance: int = 20,
+                 max_variance: float = 1.0) -> dict:
+    """Untrained AEM, AR-CSM and MixtureMADE of the comparison, as ``{name: constructor}`` (call it to build).
+
+    The AR-CSM has :class:`~csm_edu.models.ARCSM`'s default local-mean head (Gaussian tails: a density on
+    all of R) with its conditional variances capped at ``max_variance`` (:func:`train_comparison` passes
+    the largest per-coordinate variance of the training data, as lesson 07 does)."""
     return {"AEM": lambda: AEM(dim, n_components=n_components, hidden=hidden, n_importance=n_importance),
-            "AR-CSM": lambda: ARCSM(dim, hidden=hidden, head_hidden=hidden, head="mlp"),   # as in the shipped checkpoint
+            "AR-CSM": lambda: ARCSM(dim, hidden=hidden, head_hidden=hidden, max_variance=max_variance),
             "MixtureMADE": lambda: MixtureMADE(dim, n_components=n_components, hidden=hidden)}
 
 
@@ -101,7 +106,8 @@ def train_comparison(x: torch.Tensor, *, steps: int, batch_size: int = 256, lr: 
     dim = x.shape[1]
     steps = checks.positive_int(steps, "steps")
     warmup_steps = steps // 5 if warmup_steps is None else warmup_steps
-    builders = build_models(dim, hidden=hidden, n_components=n_components, n_importance=n_importance)
+    builders = build_models(dim, hidden=hidden, n_components=n_components, n_importance=n_importance,
+                            max_variance=float(x.var(0).max()))
     losses = {"AEM": AEMLoss(warmup_steps),
               "AR-CSM": lambda m, b: objectives.composite_score_matching(m, b, background=background),
               "MixtureMADE": objectives.negative_log_likelihood}
@@ -220,7 +226,8 @@ def load_checkpoint(path=None):
     for name in state["sets"]:
         x_train, _ = comparison_data(name, st["n_data"], seed=st["seed"])
         dim = x_train.shape[1]
-        built = {k: build() for k, build in build_models(dim, n_importance=st["n_importance"]).items()}
+        built = {k: build() for k, build in build_models(dim, n_importance=st["n_importance"],
+                                                          max_variance=float(x_train.var(0).max())).items()}
         for k, m in built.items():
             m.load_state_dict(state["models"][name][k])
             m.eval()
